@@ -1,0 +1,1 @@
+"""activa_ppl: amortized estimation of post-interventional distributions (ACTIVA) on NumPyro."""
