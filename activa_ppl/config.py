@@ -1,0 +1,151 @@
+"""Configuration dataclasses: the architecture and objective of ACTIVA, and the training run.
+
+Both are frozen and JSON round-trippable, so every checkpoint carries the exact configuration
+that produced it (``ActivaConfig.to_dict`` / ``ActivaConfig.from_dict``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+__all__ = ["ActivaConfig", "TrainConfig"]
+
+
+@dataclasses.dataclass(frozen=True)
+class ActivaConfig:
+    """Architecture and objective of the ACTIVA β-CVAE (paper Sections 3, 5 and 6.4).
+
+    Attributes:
+        embed_dim: embedding dimension ``e`` of every per-variable token.
+        hidden_dim: width of the feed-forward and MLP layers.
+        num_heads: attention heads in every multi-head attention.
+        num_encoder_blocks: ``L``, blocks of (attention over variables, attention over samples).
+        num_decoder_blocks: ``K``, transformer blocks over the ``d`` latent coordinates.
+        prior_components: ``C``, components of the conditional GMM prior p(z | D_obs, do).
+        decoder_components: ``B``, components of the decoded mixture p(V | z).
+        covariance_rank: columns of the factor ``u`` in Σ = u uᵀ + εI (the paper uses ``e``).
+        prior_variance: fixed per-coordinate variance of each prior component (paper: 0.1).
+        posterior_variance: fixed per-coordinate variance of q(z | ·) (paper: 0.1).
+        covariance_eps: ε added to the diagonal of each decoded covariance.
+        num_interventions: ``|I|``, the number of distinct intervention values the model knows.
+        beta: the KL weight β of Eq. 5 (paper: 0.5).
+        num_particles: Monte-Carlo samples of q per task for the ELBO (paper: 4).
+        num_predictive_latents: latent draws S used at prediction (paper: 10).
+        num_validation_latents: latent draws used for the validation NLL (paper: 5).
+    """
+
+    embed_dim: int = 64
+    hidden_dim: int = 256
+    num_heads: int = 4
+    num_encoder_blocks: int = 4
+    num_decoder_blocks: int = 4
+    prior_components: int = 20
+    decoder_components: int = 2
+    covariance_rank: int = 64
+    prior_variance: float = 0.1
+    posterior_variance: float = 0.1
+    covariance_eps: float = 1e-4
+    num_interventions: int = 1
+    beta: float = 0.5
+    num_particles: int = 4
+    num_predictive_latents: int = 10
+    num_validation_latents: int = 5
+
+    def __post_init__(self):
+        for name in (
+            "embed_dim", "hidden_dim", "num_heads", "num_encoder_blocks", "num_decoder_blocks",
+            "prior_components", "decoder_components", "covariance_rank", "num_interventions",
+            "num_particles", "num_predictive_latents", "num_validation_latents",
+        ):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ValueError(f"ActivaConfig.{name} must be a positive integer, got {value!r}")
+        if self.embed_dim % self.num_heads:
+            raise ValueError(
+                f"ActivaConfig.embed_dim ({self.embed_dim}) must be divisible by num_heads ({self.num_heads})"
+            )
+        for name in ("prior_variance", "posterior_variance", "covariance_eps", "beta"):
+            value = getattr(self, name)
+            if not (isinstance(value, (int, float)) and value > 0):
+                raise ValueError(f"ActivaConfig.{name} must be a positive number, got {value!r}")
+
+    @classmethod
+    def preset(cls, name: str, **overrides: Any) -> "ActivaConfig":
+        """A named architecture preset, optionally with fields overridden.
+
+        * ``"paper"``: Section 6.4 (C=20, B=2, L=K=4, 4 heads, hidden 256, embedding 64).
+        * ``"small"``: a CPU-sized model (embedding 32, hidden 64, L=K=2, C=10) that trains on
+          the 2-variable sets in minutes on two cores.
+        * ``"tiny"``: for tests and smoke runs only.
+        """
+        presets = {
+            "paper": {},
+            "small": dict(
+                embed_dim=32, hidden_dim=64, num_heads=4, num_encoder_blocks=2,
+                num_decoder_blocks=2, prior_components=10, covariance_rank=16,
+            ),
+            "tiny": dict(
+                embed_dim=16, hidden_dim=32, num_heads=2, num_encoder_blocks=1,
+                num_decoder_blocks=1, prior_components=4, covariance_rank=8,
+                num_particles=2,
+            ),
+        }
+        if name not in presets:
+            raise ValueError(f"unknown ActivaConfig preset {name!r}; choose one of {sorted(presets)}")
+        return cls(**{**presets[name], **overrides})
+
+    def to_dict(self) -> dict[str, Any]:
+        """The configuration as a JSON-serialisable dict."""
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> "ActivaConfig":
+        """Inverse of :meth:`to_dict`; unknown keys are an error (a newer file format)."""
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(values) - known
+        if unknown:
+            raise ValueError(f"unknown ActivaConfig fields {sorted(unknown)}")
+        return cls(**values)
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+    """One training run: minibatch SVI with Adam, validation every ``eval_every`` steps.
+
+    Attributes:
+        num_steps: total SVI steps (one step = one minibatch of ``batch_size`` tasks).
+        batch_size: tasks per step (the ``subsample_size`` of the ``tasks`` plate).
+        learning_rate: Adam step size (paper: 5e-4).
+        clip_norm: global gradient-norm clip (``None`` disables clipping).
+        eval_every: steps per compiled chunk; validation NLL and a checkpoint follow each chunk.
+        num_validation_tasks: validation tasks used for the NLL (a fixed, seeded subset).
+        seed: the root PRNG seed of the run.
+    """
+
+    num_steps: int = 2000
+    batch_size: int = 32
+    learning_rate: float = 5e-4
+    clip_norm: float | None = 10.0
+    eval_every: int = 100
+    num_validation_tasks: int = 256
+    seed: int = 0
+
+    def __post_init__(self):
+        for name in ("num_steps", "batch_size", "eval_every", "num_validation_tasks"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ValueError(f"TrainConfig.{name} must be a positive integer, got {value!r}")
+        if not self.learning_rate > 0:
+            raise ValueError(f"TrainConfig.learning_rate must be positive, got {self.learning_rate!r}")
+        if self.clip_norm is not None and not self.clip_norm > 0:
+            raise ValueError(f"TrainConfig.clip_norm must be positive or None, got {self.clip_norm!r}")
+
+    def to_dict(self) -> dict[str, Any]:
+        """The configuration as a JSON-serialisable dict."""
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> "TrainConfig":
+        """Inverse of :meth:`to_dict`."""
+        return cls(**values)

@@ -1,0 +1,645 @@
+"""Gaussian mixture prediction type shared by every predictor in ``activa_ppl``.
+
+Every model and baseline in the project (ACTIVA, the MACE-TNP extension, the
+Gaussian Conditional and Linear Causal baselines; paper Sections 5 and 6.2)
+returns its predicted post-interventional distribution as a
+:class:`GaussianMixture`:
+
+.. math::
+
+    p(\\mathbf{v}) = \\sum_{k=1}^{K} w_k\\,
+        \\mathcal{N}(\\mathbf{v} \\mid \\boldsymbol{\\mu}_k, \\boldsymbol{\\Sigma}_k).
+
+The class is an immutable dataclass registered as a JAX pytree (``weights``,
+``locs`` and ``covariances`` are leaves, ``variable_names`` is static
+metadata), so it can be returned from ``jax.jit``/``jax.vmap``-ed functions.
+A mixture may carry leading *batch* dimensions, e.g. one predicted mixture per
+task of a test set: ``weights (*batch, K)``, ``locs (*batch, K, d)``,
+``covariances (*batch, K, d, d)``.
+
+Validation: shapes are checked whenever a mixture is constructed from arrays
+(also on tracers, i.e. inside ``jit``); the value checks (weights sum to one,
+all entries finite) run only on concrete arrays, never on tracers.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Iterator, Sequence
+from functools import partial
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+__all__ = [
+    "GaussianMixture",
+    "concatenate_components",
+    "collapse_batch_axis",
+    "as_prng_key",
+    "WEIGHT_SUM_ATOL",
+]
+
+#: Absolute tolerance on ``|sum_k w_k - 1|`` accepted by the value checks.
+WEIGHT_SUM_ATOL = 1e-4
+
+_LOG_2PI = math.log(2.0 * math.pi)
+
+
+def as_prng_key(seed: Any) -> jax.Array:
+    """Turn ``seed`` into a JAX PRNG key.
+
+    Args:
+      seed: a Python/NumPy integer (passed to ``jax.random.PRNGKey``), or an
+        existing JAX PRNG key (raw ``uint32[2]`` key or typed ``jax.random.key``),
+        which is returned unchanged.
+
+    Returns:
+      A PRNG key usable with ``jax.random`` functions.
+    """
+    if isinstance(seed, (int, np.integer)):
+        return jax.random.PRNGKey(int(seed))
+    return seed
+
+
+def _is_array_like(x: Any) -> bool:
+    return hasattr(x, "shape") and hasattr(x, "dtype") and hasattr(x, "ndim")
+
+
+def _is_concrete(x: Any) -> bool:
+    if isinstance(x, np.ndarray):
+        return True
+    return isinstance(x, jax.Array) and not isinstance(x, jax.core.Tracer)
+
+
+@jax.tree_util.register_dataclass
+@dataclasses.dataclass(frozen=True)
+class GaussianMixture:
+    """A (batched) mixture of multivariate Gaussians over ``d`` variables.
+
+    Attributes:
+      weights: ``(*batch, K)`` mixture weights, non-negative, summing to one
+        over the last axis.
+      locs: ``(*batch, K, d)`` component means.
+      covariances: ``(*batch, K, d, d)`` symmetric positive-definite component
+        covariance matrices.
+      variable_names: optional static tuple of ``d`` variable names (used by
+        :meth:`marginal` to select variables by name).
+
+    Construct with the raw constructor (shapes must match exactly), or with
+    :meth:`from_logits` / :meth:`gaussian`, which broadcast their inputs.
+    Raises ``ValueError`` for wrong ranks, mismatched shapes, weights not
+    summing to one (``WEIGHT_SUM_ATOL``) and non-finite entries.
+    """
+
+    weights: jax.Array
+    locs: jax.Array
+    covariances: jax.Array
+    variable_names: tuple[str, ...] | None = dataclasses.field(
+        default=None, metadata={"static": True}
+    )
+
+    # ------------------------------------------------------------------ checks
+    def __post_init__(self) -> None:
+        for name in ("weights", "locs", "covariances"):
+            value = getattr(self, name)
+            if isinstance(value, (list, tuple, np.ndarray)):
+                object.__setattr__(self, name, jnp.asarray(value))
+        if self.variable_names is not None:
+            object.__setattr__(self, "variable_names", tuple(str(n) for n in self.variable_names))
+        leaves = (self.weights, self.locs, self.covariances)
+        # During pytree manipulations (vmap axis specs, tree_map with sentinels)
+        # the leaves may be arbitrary objects: only validate array-like leaves.
+        if not all(_is_array_like(v) for v in leaves):
+            return
+        self._check_shapes()
+        if all(_is_concrete(v) for v in leaves):
+            self._check_values()
+
+    def _check_shapes(self) -> None:
+        w, m, c = self.weights, self.locs, self.covariances
+        if w.ndim < 1:
+            raise ValueError(f"weights must have shape (..., K); got shape {tuple(w.shape)}")
+        if m.ndim < 2:
+            raise ValueError(f"locs must have shape (..., K, d); got shape {tuple(m.shape)}")
+        if c.ndim < 3:
+            raise ValueError(
+                f"covariances must have shape (..., K, d, d); got shape {tuple(c.shape)}"
+            )
+        if m.ndim != w.ndim + 1 or c.ndim != w.ndim + 2:
+            raise ValueError(
+                "rank mismatch: expected weights (..., K), locs (..., K, d), covariances "
+                f"(..., K, d, d); got shapes {tuple(w.shape)}, {tuple(m.shape)}, {tuple(c.shape)}"
+            )
+        d = m.shape[-1]
+        if c.shape[-2:] != (d, d):
+            raise ValueError(
+                f"covariances must have trailing shape (d, d) = ({d}, {d}) to match locs; "
+                f"got shape {tuple(c.shape)}"
+            )
+        if not (tuple(w.shape) == tuple(m.shape[:-1]) == tuple(c.shape[:-2])):
+            raise ValueError(
+                "batch/component shapes do not match: weights "
+                f"{tuple(w.shape)}, locs {tuple(m.shape)}, covariances {tuple(c.shape)}"
+            )
+        if w.shape[-1] < 1:
+            raise ValueError("a mixture needs at least one component (K >= 1)")
+        if d < 1:
+            raise ValueError("a mixture needs at least one variable (d >= 1)")
+        if self.variable_names is not None and len(self.variable_names) != d:
+            raise ValueError(
+                f"variable_names has {len(self.variable_names)} entries but the mixture is "
+                f"over d={d} variables"
+            )
+
+    def _check_values(self) -> None:
+        if self.weights.size == 0:
+            return
+        stats = np.asarray(_value_stats(self.weights, self.locs, self.covariances))
+        for name, finite in zip(("weights", "locs", "covariances"), stats[:3]):
+            if not finite:
+                raise ValueError(f"{name} contains non-finite values (nan or inf)")
+        if stats[3] < 0:
+            raise ValueError("weights must be non-negative")
+        err = float(stats[4])
+        if err > WEIGHT_SUM_ATOL:
+            raise ValueError(
+                f"weights must sum to 1 over the last axis (max deviation {err:.3g} > "
+                f"{WEIGHT_SUM_ATOL}); use GaussianMixture.from_logits for unnormalised weights"
+            )
+
+    # ------------------------------------------------------------ constructors
+    @classmethod
+    def from_logits(
+        cls,
+        logits: Any,
+        locs: Any,
+        covariances: Any = None,
+        scale_tril: Any = None,
+        variable_names: Sequence[str] | None = None,
+    ) -> GaussianMixture:
+        """Build a mixture from unnormalised log-weights.
+
+        Args:
+          logits: ``(..., K)`` unnormalised log mixture weights (softmax-ed).
+          locs: ``(..., K, d)`` component means.
+          covariances: ``(..., K, d, d)`` covariance matrices (a single
+            ``(d, d)`` matrix is shared by all components); exactly one of
+            ``covariances`` and ``scale_tril`` must be given.
+          scale_tril: ``(..., K, d, d)`` lower-triangular Cholesky factors
+            ``L``; the covariance is ``L L^T``.
+          variable_names: optional ``d`` variable names.
+
+        The three arrays are broadcast against each other's batch dimensions.
+
+        Returns:
+          A :class:`GaussianMixture` with batch shape the broadcast batch shape.
+        """
+        if (covariances is None) == (scale_tril is None):
+            raise ValueError("pass exactly one of `covariances` and `scale_tril`")
+        logits = jnp.asarray(logits)
+        locs = jnp.asarray(locs)
+        if scale_tril is not None:
+            tril = jnp.tril(jnp.asarray(scale_tril))
+            if tril.ndim < 2:
+                raise ValueError(f"scale_tril must have shape (..., K, d, d); got {tril.shape}")
+            covariances = tril @ jnp.swapaxes(tril, -1, -2)
+        covariances = jnp.asarray(covariances)
+        if covariances.ndim == 2:  # one (d, d) matrix shared by all components
+            covariances = covariances[None]
+        if logits.ndim < 1 or locs.ndim < 2 or covariances.ndim < 3:
+            raise ValueError(
+                "expected logits (..., K), locs (..., K, d), covariances (..., K, d, d); got "
+                f"shapes {logits.shape}, {locs.shape}, {covariances.shape}"
+            )
+        logits, locs, covariances = _broadcast_params(logits, locs, covariances)
+        weights = jax.nn.softmax(logits, axis=-1)
+        return cls(weights, locs, covariances, _names(variable_names))
+
+    @classmethod
+    def gaussian(
+        cls, mean: Any, cov: Any, variable_names: Sequence[str] | None = None
+    ) -> GaussianMixture:
+        """A single Gaussian as a one-component mixture (``K = 1``).
+
+        Args:
+          mean: ``(..., d)`` mean vector(s).
+          cov: ``(..., d, d)`` covariance matrix (matrices); broadcast against
+            the batch dimensions of ``mean``.
+          variable_names: optional ``d`` variable names.
+
+        Returns:
+          A :class:`GaussianMixture` with ``K = 1``.
+        """
+        mean = jnp.asarray(mean)
+        cov = jnp.asarray(cov)
+        if mean.ndim < 1 or cov.ndim < 2:
+            raise ValueError(
+                f"expected mean (..., d) and cov (..., d, d); got shapes {mean.shape}, {cov.shape}"
+            )
+        logits = jnp.zeros(mean.shape[:-1] + (1,), dtype=mean.dtype)
+        logits, locs, covs = _broadcast_params(logits, mean[..., None, :], cov[..., None, :, :])
+        weights = jnp.ones_like(logits)
+        return cls(weights, locs, covs, _names(variable_names))
+
+    # -------------------------------------------------------------- properties
+    @property
+    def batch_shape(self) -> tuple[int, ...]:
+        """Leading batch dimensions ``(*batch,)``."""
+        return tuple(self.weights.shape[:-1])
+
+    @property
+    def num_components(self) -> int:
+        """Number of mixture components ``K``."""
+        return int(self.weights.shape[-1])
+
+    @property
+    def num_vars(self) -> int:
+        """Number of variables ``d``."""
+        return int(self.locs.shape[-1])
+
+    @property
+    def log_weights(self) -> jax.Array:
+        """``(*batch, K)`` log mixture weights (``-inf`` for zero weights)."""
+        return jnp.log(self.weights)
+
+    @property
+    def mean(self) -> jax.Array:
+        """``(*batch, d)`` mixture mean ``sum_k w_k mu_k``."""
+        return jnp.einsum("...k,...kd->...d", self.weights, self.locs)
+
+    @property
+    def covariance(self) -> jax.Array:
+        """``(*batch, d, d)`` mixture covariance (law of total covariance).
+
+        ``sum_k w_k [Sigma_k + (mu_k - mu)(mu_k - mu)^T]`` with ``mu`` the
+        mixture mean.
+        """
+        return _total_covariance(self.weights, self.locs, self.covariances)
+
+    @property
+    def variance(self) -> jax.Array:
+        """``(*batch, d)`` marginal variances (diagonal of :attr:`covariance`)."""
+        return jnp.diagonal(self.covariance, axis1=-2, axis2=-1)
+
+    # ---------------------------------------------------------------- density
+    def component_log_prob(self, x: Any) -> jax.Array:
+        """Per-component Gaussian log densities.
+
+        Args:
+          x: ``(..., d)`` points; the leading dimensions broadcast against
+            ``batch_shape`` (extra leading dimensions are sample dimensions).
+
+        Returns:
+          ``(*broadcast(x.shape[:-1], batch_shape), K)`` values
+          ``log N(x | mu_k, Sigma_k)`` (without the mixture weights).
+        """
+        x = jnp.asarray(x)
+        d = self.num_vars
+        if x.ndim < 1 or x.shape[-1] != d:
+            raise ValueError(f"x must have shape (..., d) with d={d}; got shape {x.shape}")
+        return _component_log_prob(self.locs, self.covariances, x)
+
+    def log_prob(self, x: Any) -> jax.Array:
+        """Mixture log density ``log sum_k w_k N(x | mu_k, Sigma_k)``.
+
+        Computed with a Cholesky factorisation of each component covariance
+        and a ``logsumexp`` over components.
+
+        Args:
+          x: ``(..., d)`` points broadcasting against ``batch_shape``; e.g.
+            ``(n, *batch_shape, d)`` samples or ``(n, d)`` for an unbatched
+            mixture.
+
+        Returns:
+          ``(...)`` log densities, shape ``broadcast(x.shape[:-1], batch_shape)``.
+        """
+        x = jnp.asarray(x)
+        d = self.num_vars
+        if x.ndim < 1 or x.shape[-1] != d:
+            raise ValueError(f"x must have shape (..., d) with d={d}; got shape {x.shape}")
+        return _log_prob(self.weights, self.locs, self.covariances, x)
+
+    def sample(self, n: int, seed: Any) -> jax.Array:
+        """Draw ``n`` independent samples per batch element.
+
+        Args:
+          n: number of samples.
+          seed: an integer seed or a JAX PRNG key (deterministic given seed).
+
+        Returns:
+          ``(n, *batch_shape, d)`` samples.
+        """
+        return _sample(self.weights, self.locs, self.covariances, as_prng_key(seed), int(n))
+
+    # ------------------------------------------------------------- structure
+    def _resolve_indices(self, indices: Any) -> np.ndarray:
+        d = self.num_vars
+        if isinstance(indices, (str, int, np.integer)):
+            indices = [indices]
+        if isinstance(indices, (list, tuple)) and any(isinstance(i, str) for i in indices):
+            if self.variable_names is None:
+                raise ValueError("selecting variables by name needs `variable_names`")
+            missing = [i for i in indices if i not in self.variable_names]
+            if missing:
+                raise ValueError(f"unknown variable names {missing}; have {self.variable_names}")
+            idx = np.array([self.variable_names.index(i) for i in indices], dtype=int)
+        else:
+            arr = np.asarray(indices)
+            if arr.dtype == bool:
+                if arr.shape != (d,):
+                    raise ValueError(f"boolean mask must have shape ({d},); got {arr.shape}")
+                idx = np.flatnonzero(arr)
+            elif arr.size == 0:
+                idx = np.zeros((0,), dtype=int)
+            elif np.issubdtype(arr.dtype, np.integer) and arr.ndim == 1:
+                idx = arr.astype(int)
+            else:
+                raise ValueError(
+                    "indices must be a list of ints, a list of variable names or a boolean "
+                    f"mask of shape ({d},); got {indices!r}"
+                )
+        if idx.size == 0:
+            raise ValueError("marginal over an empty set of variables is undefined")
+        if np.any(idx < -d) or np.any(idx >= d):
+            raise ValueError(f"variable indices {idx.tolist()} out of range for d={d}")
+        return np.where(idx < 0, idx + d, idx)
+
+    def marginal(self, indices: Any) -> GaussianMixture:
+        """Exact marginal mixture over a subset of variables.
+
+        Args:
+          indices: list/array of ``m`` integer indices, list of variable names,
+            or a boolean mask of shape ``(d,)``.
+
+        Returns:
+          A :class:`GaussianMixture` over the ``m`` selected variables (in the
+          given order): same weights, ``locs[..., idx]`` and the sub-block
+          ``covariances[..., idx, idx]``.
+        """
+        idx = self._resolve_indices(indices)
+        names = None
+        if self.variable_names is not None:
+            names = tuple(self.variable_names[i] for i in idx)
+        locs = self.locs[..., idx]
+        covs = self.covariances[..., idx[:, None], idx[None, :]]
+        return GaussianMixture(self.weights, locs, covs, names)
+
+    def __getitem__(self, index: Any) -> GaussianMixture:
+        """Index the batch dimensions, e.g. ``mix[3]`` or ``mix[:, 0]``.
+
+        The component and event dimensions are never indexed.
+        """
+        idx = index if isinstance(index, tuple) else (index,)
+        used = 0
+        for i in idx:
+            if i is None or i is Ellipsis:
+                continue
+            is_mask = isinstance(i, (np.ndarray, jax.Array)) and i.dtype == bool
+            used += i.ndim if is_mask else 1
+        if used > len(self.batch_shape):
+            raise IndexError(
+                f"too many indices for a mixture with batch_shape {self.batch_shape}"
+            )
+        for axis, i in enumerate(idx):
+            if i is Ellipsis or i is None:
+                break
+            if isinstance(i, (int, np.integer)):
+                size = self.batch_shape[axis]
+                if not -size <= int(i) < size:
+                    raise IndexError(f"index {int(i)} out of range for batch axis of size {size}")
+        w = self.weights[idx + (slice(None),)]
+        m = self.locs[idx + (slice(None),) * 2]
+        c = self.covariances[idx + (slice(None),) * 3]
+        return GaussianMixture(w, m, c, self.variable_names)
+
+    def __iter__(self) -> Iterator[GaussianMixture]:
+        """Iterate over the first batch dimension."""
+        if not self.batch_shape:
+            raise TypeError("iteration over an unbatched GaussianMixture")
+        for i in range(self.batch_shape[0]):
+            yield self[i]
+
+    def replace(self, **updates: Any) -> GaussianMixture:
+        """Return a copy with the given fields replaced (validated again)."""
+        return dataclasses.replace(self, **updates)
+
+    def with_names(self, variable_names: Sequence[str] | None) -> GaussianMixture:
+        """Return the same mixture with new ``variable_names``."""
+        return dataclasses.replace(self, variable_names=_names(variable_names))
+
+    def to_numpyro(self):
+        """Equivalent NumPyro distribution.
+
+        Returns:
+          ``MixtureSameFamily(Categorical(probs=weights),
+          MultivariateNormal(locs, covariance_matrix=covariances))`` with batch
+          shape ``batch_shape`` and event shape ``(d,)``.
+        """
+        import numpyro.distributions as dist
+
+        return dist.MixtureSameFamily(
+            dist.Categorical(probs=self.weights),
+            dist.MultivariateNormal(loc=self.locs, covariance_matrix=self.covariances),
+        )
+
+
+@jax.jit
+def _value_stats(weights, locs, covariances):
+    """[finite(weights), finite(locs), finite(covariances), min weight, max |sum w - 1|]."""
+    dtype = jnp.float32 if weights.dtype != jnp.float64 else jnp.float64
+    return jnp.stack(
+        [
+            jnp.all(jnp.isfinite(weights)).astype(dtype),
+            jnp.all(jnp.isfinite(locs)).astype(dtype),
+            jnp.all(jnp.isfinite(covariances)).astype(dtype),
+            jnp.min(weights).astype(dtype),
+            jnp.max(jnp.abs(jnp.sum(weights, axis=-1) - 1.0)).astype(dtype),
+        ]
+    )
+
+
+@jax.jit
+def _total_covariance(weights, locs, covariances):
+    """``(*batch, d, d)`` law-of-total-covariance of a mixture."""
+    mean = jnp.einsum("...k,...kd->...d", weights, locs)
+    dev = locs - mean[..., None, :]
+    within = jnp.einsum("...k,...kij->...ij", weights, covariances)
+    between = jnp.einsum("...k,...ki,...kj->...ij", weights, dev, dev)
+    return within + between
+
+
+@jax.jit
+def _component_log_prob(locs, covariances, x):
+    """``log N(x | locs_k, covariances_k)``; x ``(..., d)`` broadcasting vs batch."""
+    d = locs.shape[-1]
+    batch = locs.shape[:-2]
+    k = locs.shape[-2]
+    full = jnp.broadcast_shapes(x.shape[:-1], batch)
+    nb = len(batch)
+    sample_shape = full[: len(full) - nb]
+    param_batch = full[len(full) - nb :]
+    dtype = jnp.result_type(x.dtype, locs.dtype)
+    locs = jnp.broadcast_to(locs, param_batch + (k, d)).astype(dtype)
+    covs = jnp.broadcast_to(covariances, param_batch + (k, d, d)).astype(dtype)
+    # Move the sample dims last: (*sample, *param_batch, d) -> (*param_batch, d, S), so
+    # one triangular solve per component handles all samples.
+    xb = jnp.broadcast_to(x.astype(dtype), full + (d,)).reshape((-1,) + param_batch + (d,))
+    xb = jnp.moveaxis(xb, 0, -1)
+    diff = xb[..., None, :, :] - locs[..., :, :, None]  # (*param_batch, K, d, S)
+    chol = jnp.linalg.cholesky(covs)
+    z = jax.lax.linalg.triangular_solve(chol, diff, left_side=True, lower=True)
+    maha = jnp.sum(z * z, axis=-2)  # (*param_batch, K, S)
+    half_logdet = jnp.sum(jnp.log(jnp.diagonal(chol, axis1=-2, axis2=-1)), axis=-1)
+    logp = -0.5 * (d * _LOG_2PI + maha) - half_logdet[..., None]
+    logp = jnp.moveaxis(logp, -1, 0)  # (S, *param_batch, K)
+    return logp.reshape(sample_shape + param_batch + (k,))
+
+
+@jax.jit
+def _log_prob(weights, locs, covariances, x):
+    """Mixture log density: logsumexp over components of log w_k + log N_k."""
+    comp = _component_log_prob(locs, covariances, x)
+    return jax.nn.logsumexp(comp + jnp.log(weights).astype(comp.dtype), axis=-1)
+
+
+@partial(jax.jit, static_argnums=(4,))
+def _sample(weights, locs, covariances, key, n):
+    """``(n, *batch, d)`` ancestral samples: component index, then Gaussian draw."""
+    # A single normal draw (n, *batch, d + 1): the first coordinate picks the component
+    # by inverse-CDF on the cumulative weights, the rest are the Gaussian noise.
+    batch, d = weights.shape[:-1], locs.shape[-1]
+    k = weights.shape[-1]
+    z = jax.random.normal(key, (n,) + batch + (d + 1,), dtype=locs.dtype)
+    u = jax.scipy.special.ndtr(z[..., 0])  # (n, *batch) uniform on (0, 1)
+    cdf = jnp.cumsum(weights, axis=-1)
+    cdf = cdf / cdf[..., -1:]
+    comp = jnp.sum(cdf[None] < u[..., None], axis=-1)
+    comp = jnp.minimum(comp, k - 1)
+    chol = jnp.linalg.cholesky(covariances)  # (*batch, K, d, d)
+    idx = comp[..., None, None]  # (n, *batch, 1, 1)
+    loc = jnp.take_along_axis(locs[None], idx, axis=-2)[..., 0, :]  # (n, *batch, d)
+    L = jnp.take_along_axis(chol[None], idx[..., None], axis=-3)[..., 0, :, :]
+    eps = z[..., 1:]
+    return loc + jnp.einsum("...ij,...j->...i", L, eps)
+
+
+def _names(variable_names: Sequence[str] | None) -> tuple[str, ...] | None:
+    return None if variable_names is None else tuple(str(n) for n in variable_names)
+
+
+def _broadcast_params(logits: jax.Array, locs: jax.Array, covs: jax.Array):
+    """Broadcast ``(..., K)``, ``(..., K, d)``, ``(..., K, d, d)`` to one batch shape."""
+    try:
+        batch = jnp.broadcast_shapes(logits.shape[:-1], locs.shape[:-2], covs.shape[:-3])
+        k = jnp.broadcast_shapes(logits.shape[-1:], locs.shape[-2:-1], covs.shape[-3:-2])
+    except ValueError as err:
+        raise ValueError(
+            "cannot broadcast mixture parameters with shapes "
+            f"{logits.shape}, {locs.shape}, {covs.shape}: {err}"
+        ) from None
+    d = locs.shape[-1]
+    if covs.shape[-2:] != (d, d):
+        raise ValueError(
+            f"covariances must have trailing shape ({d}, {d}) to match locs; got {covs.shape}"
+        )
+    return (
+        jnp.broadcast_to(logits, batch + k),
+        jnp.broadcast_to(locs, batch + k + (d,)),
+        jnp.broadcast_to(covs, batch + k + (d, d)),
+    )
+
+
+def concatenate_components(
+    mixtures: Sequence[GaussianMixture], weights: Any = None
+) -> GaussianMixture:
+    """Merge ``S`` mixtures into one mixture over the union of their components.
+
+    The result is ``sum_s pi_s p_s(v)``: component ``k`` of mixture ``s`` gets
+    weight ``pi_s * w_{s,k}`` (log-weights shifted by ``log pi_s``; for the
+    default uniform ``pi_s = 1/S`` this is a shift of ``-log S``).
+
+    Args:
+      mixtures: ``S`` mixtures with identical ``batch_shape`` and ``d``;
+        component counts ``K_s`` may differ.
+      weights: optional ``(S,)`` or ``(*batch, S)`` mixing weights summing to
+        one; uniform if ``None``.
+
+    Returns:
+      A :class:`GaussianMixture` with ``sum_s K_s`` components (order: all of
+      mixture 0, then mixture 1, ...), and the ``variable_names`` of the first
+      mixture.
+    """
+    mixtures = list(mixtures)
+    if not mixtures:
+        raise ValueError("concatenate_components needs at least one mixture")
+    batch, d = mixtures[0].batch_shape, mixtures[0].num_vars
+    for m in mixtures[1:]:
+        if m.batch_shape != batch or m.num_vars != d:
+            raise ValueError(
+                "all mixtures must share batch_shape and d; got "
+                f"{[(mm.batch_shape, mm.num_vars) for mm in mixtures]}"
+            )
+    s = len(mixtures)
+    if weights is None:
+        pis = [1.0 / s] * s
+        w = jnp.concatenate([m.weights / s for m in mixtures], axis=-1)
+    else:
+        pis = jnp.asarray(weights)
+        if pis.shape[-1] != s:
+            raise ValueError(f"weights must have trailing size S={s}; got shape {pis.shape}")
+        w = jnp.concatenate([m.weights * pis[..., i, None] for i, m in enumerate(mixtures)], -1)
+    locs = jnp.concatenate([m.locs for m in mixtures], axis=-2)
+    covs = jnp.concatenate([m.covariances for m in mixtures], axis=-3)
+    w = jnp.broadcast_to(w, locs.shape[:-1])
+    return GaussianMixture(w, locs, covs, mixtures[0].variable_names)
+
+
+def collapse_batch_axis(
+    mixture: GaussianMixture, axis: int = 0, weights: Any = None
+) -> GaussianMixture:
+    """Turn one batch axis of a stacked mixture into extra mixture components.
+
+    E.g. ACTIVA inference (paper Sec. 6.4) decodes ``S`` latent samples into a
+    mixture with batch shape ``(S, *batch)`` and ``K`` components each; this
+    returns the uniform mixture of the ``S`` decoded mixtures: batch shape
+    ``batch`` and ``S * K`` components with log-weights shifted by ``-log S``.
+    Works under ``jit``.
+
+    Args:
+      mixture: a mixture whose ``batch_shape`` has the axis to collapse.
+      axis: which batch axis to collapse (negative values count from the last
+        batch axis).
+      weights: optional ``(S,)`` mixing weights summing to one; uniform if None.
+
+    Returns:
+      A :class:`GaussianMixture` with that batch axis removed and ``S * K``
+      components (ordered ``s``-major).
+    """
+    nb = len(mixture.batch_shape)
+    if nb == 0:
+        raise ValueError("collapse_batch_axis needs a batched mixture")
+    if not -nb <= axis < nb:
+        raise ValueError(f"axis {axis} out of range for batch_shape {mixture.batch_shape}")
+    axis = axis % nb
+    s = mixture.batch_shape[axis]
+    w = jnp.moveaxis(mixture.weights, axis, -2)  # (*rest, S, K)
+    m = jnp.moveaxis(mixture.locs, axis, -3)  # (*rest, S, K, d)
+    c = jnp.moveaxis(mixture.covariances, axis, -4)  # (*rest, S, K, d, d)
+    if weights is None:
+        w = w / s
+    else:
+        pis = jnp.asarray(weights)
+        if pis.shape != (s,):
+            raise ValueError(f"weights must have shape ({s},); got {pis.shape}")
+        w = w * pis[:, None]
+    rest = w.shape[:-2]
+    k, d = mixture.num_components, mixture.num_vars
+    return GaussianMixture(
+        w.reshape(rest + (s * k,)),
+        m.reshape(rest + (s * k, d)),
+        c.reshape(rest + (s * k, d, d)),
+        mixture.variable_names,
+    )

@@ -1,0 +1,215 @@
+"""ACTIVA as a NumPyro model/guide pair (paper Eq. 4 and 5).
+
+The generative story, for each task j (an observational dataset and an intervention query)::
+
+    z_j ~ p_η(z | D_obs_j, do_j)             conditional GMM prior, C components, variance 0.1
+    v_jn ~ p_γ(V | z_j),  n = 1..N            decoded B-component full-covariance mixture
+
+and the guide (encoder) ``z_j ~ q_φ(z | D_int_j, D_obs_j, do_j) = N(μ_φ, 0.1·I)``. Tasks live in
+a ``numpyro.plate`` with ``subsample_size``, so ``svi.run(key, steps, *arrays)`` trains on random
+minibatches of the whole training set inside one compiled loop.
+
+At prediction the prior is sampled S times and each latent decoded, which gives a uniform mixture
+of S·B Gaussians (:func:`predictive_mixture`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import jax
+import jax.numpy as jnp
+import numpyro
+import numpyro.distributions as dist
+from numpyro.contrib.module import flax_module
+
+from activa_ppl.config import ActivaConfig
+from activa_ppl.handlers import beta_kl
+from activa_ppl.interventions import intervention_representation
+from activa_ppl.mixture import GaussianMixture
+from activa_ppl.networks import DatasetEmbedding, Decoder, PosteriorHead, PriorHead
+
+__all__ = ["Activa", "predictive_arrays", "predictive_mixture", "prior_distribution", "decoded_distribution"]
+
+#: Names of the Flax modules, i.e. of the NumPyro ``param`` sites ``<name>$params``.
+MODULES = ("obs_embedding", "prior", "decoder", "int_embedding", "posterior")
+
+
+def prior_distribution(logits, locs, variance: float) -> dist.Distribution:
+    """p_η(z | D_obs, do): ``logits (..., C)``, ``locs (..., C, d)`` → batch ``(...)``, event ``(d,)``."""
+    components = dist.Normal(locs, math.sqrt(variance)).to_event(1)
+    return dist.MixtureSameFamily(dist.Categorical(logits=logits), components)
+
+
+def decoded_distribution(logits, locs, covariances) -> dist.Distribution:
+    """p_γ(V | z): ``logits (..., B)``, ``locs (..., B, d)``, ``covariances (..., B, d, d)``."""
+    components = dist.MultivariateNormal(locs, scale_tril=jnp.linalg.cholesky(covariances))
+    return dist.MixtureSameFamily(dist.Categorical(logits=logits), components)
+
+
+@contextlib.contextmanager
+def _task_plate(num_tasks: int, subsample_size, total_tasks):
+    """The ``tasks`` plate, scaled to ``total_tasks`` when the inputs are a pre-drawn minibatch."""
+    if total_tasks is not None and subsample_size is not None:
+        raise ValueError("pass either subsample_size (the plate draws minibatches) or total_tasks, not both")
+    with contextlib.ExitStack() as stack:
+        if total_tasks is not None:
+            stack.enter_context(numpyro.handlers.scale(scale=total_tasks / num_tasks))
+        yield stack.enter_context(numpyro.plate("tasks", num_tasks, subsample_size=subsample_size))
+
+
+class Activa:
+    """The ACTIVA β-CVAE: holds the configuration and exposes ``model`` and ``guide``.
+
+    Both callables take the same arguments:
+
+    Args:
+        observational: ``(T, N_obs, d)`` observational dataset of each task.
+        targets: ``(T, d)`` 0/1 intervention target mask of each task.
+        intervention_index: ``(T,)`` integer index i of the intervention value.
+        interventional: ``(T, N_int, d)`` interventional samples to reconstruct, or ``None`` in
+            the model to sample them (the guide requires them).
+        subsample_size: tasks per minibatch drawn by the plate (``None``: all tasks).
+        num_samples: interventional draws per task when ``interventional`` is ``None``.
+        total_tasks: set when the arrays passed are already a minibatch of a training set of
+            this many tasks: log densities are scaled by ``total_tasks / T``, as a subsampled
+            plate would scale them. :func:`activa_ppl.train` uses this so that the
+            ``num_particles`` latent draws of a step share one minibatch (with
+            ``subsample_size`` each particle draws its own).
+
+    The objective of Eq. 5 is :meth:`elbo` (``Trace_ELBO`` over the :class:`beta_kl`-scaled pair).
+    """
+
+    def __init__(self, config: ActivaConfig | None = None):
+        self.config = config if config is not None else ActivaConfig()
+        cfg = self.config
+        self.modules = {
+            "obs_embedding": DatasetEmbedding(cfg),
+            "prior": PriorHead(cfg),
+            "decoder": Decoder(cfg),
+            "int_embedding": DatasetEmbedding(cfg),
+            "posterior": PosteriorHead(cfg),
+        }
+
+    def __repr__(self):
+        return f"Activa({self.config!r})"
+
+    # Equal configurations give equal models, so compiled functions are shared between instances.
+    def __eq__(self, other):
+        return isinstance(other, Activa) and self.config == other.config
+
+    def __hash__(self):
+        return hash(self.config)
+
+    # -- the generative model p(V, z | D_obs, do) = p_γ(V | z) p_η(z | D_obs, do) ----------------
+    def model(self, observational, targets, intervention_index, interventional=None, *,
+              subsample_size=None, num_samples=1, total_tasks=None):
+        cfg = self.config
+        num_tasks, num_obs, _ = observational.shape
+        with _task_plate(num_tasks, subsample_size, total_tasks) as idx:
+            obs = observational[idx]  # (B, N_obs, d)
+            rep = intervention_representation(
+                targets[idx], intervention_index[idx], cfg.num_interventions, num_obs
+            )  # (B, N_obs, d, |I|)
+            h_obs = flax_module("obs_embedding", self.modules["obs_embedding"], obs, rep)(obs, rep)
+            prior_logits, prior_locs = flax_module("prior", self.modules["prior"], h_obs)(h_obs)
+            z = numpyro.sample("z", prior_distribution(prior_logits, prior_locs, cfg.prior_variance))
+            logits, locs, covariances = flax_module("decoder", self.modules["decoder"], z)(z)
+            # The N interventional samples are i.i.d. given z: batch (B, 1) → (B, N), event (d,),
+            # then the sample axis is folded into the event, so the site's batch is the task plate.
+            v = None if interventional is None else interventional[idx]
+            n = num_samples if v is None else v.shape[-2]
+            likelihood = decoded_distribution(logits[:, None], locs[:, None], covariances[:, None])
+            numpyro.sample("interventional", likelihood.expand((z.shape[0], n)).to_event(1), obs=v)
+
+    # -- the encoder q_φ(z | D_int, D_obs, do), the guide ------------------------------------------
+    def guide(self, observational, targets, intervention_index, interventional=None, *,
+              subsample_size=None, num_samples=1, total_tasks=None):
+        del num_samples
+        if interventional is None:
+            raise ValueError("Activa.guide needs the interventional samples (the encoder's input)")
+        cfg = self.config
+        num_tasks, num_obs, _ = observational.shape
+        with _task_plate(num_tasks, subsample_size, total_tasks) as idx:
+            obs, v = observational[idx], interventional[idx]
+            rep_obs = intervention_representation(
+                targets[idx], intervention_index[idx], cfg.num_interventions, num_obs
+            )
+            rep_int = intervention_representation(
+                targets[idx], intervention_index[idx], cfg.num_interventions, v.shape[-2]
+            )
+            h_obs = flax_module("obs_embedding", self.modules["obs_embedding"], obs, rep_obs)(obs, rep_obs)
+            h_int = flax_module("int_embedding", self.modules["int_embedding"], v, rep_int)(v, rep_int)
+            mu = flax_module("posterior", self.modules["posterior"], h_obs, h_int)(h_obs, h_int)
+            numpyro.sample("z", dist.Normal(mu, math.sqrt(cfg.posterior_variance)).to_event(1))
+
+    # -- the objective ---------------------------------------------------------------------------
+    def scaled(self):
+        """``(model, guide)`` wrapped in :class:`~activa_ppl.handlers.beta_kl` with ``config.beta``."""
+        return beta_kl(self.model, beta=self.config.beta), beta_kl(self.guide, beta=self.config.beta)
+
+    def elbo(self):
+        """The ELBO estimator of Eq. 5: ``Trace_ELBO(num_particles=config.num_particles)``."""
+        return numpyro.infer.Trace_ELBO(num_particles=self.config.num_particles)
+
+    def svi(self, optimizer, *, subsample_size=None) -> numpyro.infer.SVI:
+        """An :class:`numpyro.infer.SVI` for the β-ELBO of Eq. 5.
+
+        ``svi.run(key, num_steps, observational, targets, intervention_index, interventional)``
+        then trains on minibatches of ``subsample_size`` tasks.
+        """
+        model, guide = self.scaled()
+        return numpyro.infer.SVI(model, guide, optimizer, self.elbo(), subsample_size=subsample_size)
+
+    # -- prediction ------------------------------------------------------------------------------
+    def apply(self, params, name: str, *args):
+        """Apply Flax module ``name`` with the SVI params dict (keys ``<name>$params``)."""
+        return self.modules[name].apply({"params": params[f"{name}$params"]}, *args)
+
+
+def predictive_arrays(activa: Activa, params, key, observational, targets, intervention_index,
+                      num_latents: int):
+    """The prior-predictive mixture p_θ(V | D_obs, do) ≈ (1/S) Σ_s p_γ(V | z_s), z_s ~ p_η.
+
+    Pure and jittable (``activa`` and ``num_latents`` static). The embedding and the prior are
+    computed once per query; only the decoder runs S times.
+
+    Args:
+        activa: the model.
+        params: SVI params (``svi.get_params(state)``).
+        key: PRNG key for the S latent draws.
+        observational: ``(Q, N, d)``; targets ``(Q, d)``; intervention_index ``(Q,)``.
+        num_latents: S.
+
+    Returns:
+        ``(weights (Q, S·B), locs (Q, S·B, d), covariances (Q, S·B, d, d))``: each decoded
+        mixture keeps its own weights, scaled by 1/S.
+    """
+    cfg = activa.config
+    rep = intervention_representation(targets, intervention_index, cfg.num_interventions,
+                                      observational.shape[-2])
+    h_obs = activa.apply(params, "obs_embedding", observational, rep)  # (Q, d, e)
+    prior_logits, prior_locs = activa.apply(params, "prior", h_obs)  # (Q, C), (Q, C, d)
+    z = prior_distribution(prior_logits, prior_locs, cfg.prior_variance).sample(key, (num_latents,))
+    logits, locs, covariances = activa.apply(params, "decoder", z)  # (S, Q, B, ...)
+    log_weights = jax.nn.log_softmax(logits, axis=-1) - math.log(num_latents)  # (S, Q, B)
+    num_q, d = z.shape[1], z.shape[2]
+
+    def to_queries(a, tail):  # (S, Q, B, *tail) -> (Q, S·B, *tail)
+        return jnp.moveaxis(a, 0, 1).reshape(num_q, num_latents * cfg.decoder_components, *tail)
+
+    return (jnp.exp(to_queries(log_weights, ())), to_queries(locs, (d,)),
+            to_queries(covariances, (d, d)))
+
+
+_predictive_arrays_jit = jax.jit(predictive_arrays, static_argnums=(0, 6))
+
+
+def predictive_mixture(activa: Activa, params, key, observational, targets, intervention_index,
+                       num_latents: int, variable_names=None) -> GaussianMixture:
+    """:func:`predictive_arrays` (compiled) wrapped as a batched :class:`GaussianMixture`, batch ``(Q,)``."""
+    weights, locs, covariances = _predictive_arrays_jit(
+        activa, params, key, observational, targets, intervention_index, num_latents
+    )
+    return GaussianMixture(weights=weights, locs=locs, covariances=covariances,
+                           variable_names=variable_names)

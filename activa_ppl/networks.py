@@ -1,0 +1,160 @@
+"""Flax networks of ACTIVA (paper Section 5, Figure 2).
+
+Every network is permutation *equivariant* in the variable axis and (after mean pooling)
+*invariant* in the sample axis: variables are tokens that attend to each other, samples are
+tokens that attend to each other, and no layer ever mixes a variable's position into its
+parameters. This is what lets one trained model take any number of variables ``d``.
+
+Shapes use ``...`` for any leading batch dimensions (tasks, latent draws).
+"""
+
+from __future__ import annotations
+
+import flax.linen as nn
+import jax.numpy as jnp
+
+from activa_ppl.config import ActivaConfig
+
+__all__ = [
+    "FeedForward",
+    "AttentionBlock",
+    "DatasetEmbedding",
+    "PriorHead",
+    "PosteriorHead",
+    "Decoder",
+]
+
+
+class FeedForward(nn.Module):
+    """Two-layer MLP applied to the last axis: ``(..., f_in) -> (..., out_dim)``."""
+
+    hidden_dim: int
+    out_dim: int
+
+    @nn.compact
+    def __call__(self, x):
+        x = nn.gelu(nn.Dense(self.hidden_dim)(x))
+        return nn.Dense(self.out_dim)(x)
+
+
+class AttentionBlock(nn.Module):
+    """Pre-LayerNorm transformer block with self-attention over axis ``-2``.
+
+    ``x: (..., length, e) -> (..., length, e)``; residual attention, then residual feed-forward.
+    """
+
+    num_heads: int
+    hidden_dim: int
+
+    @nn.compact
+    def __call__(self, x):
+        h = nn.LayerNorm()(x)
+        x = x + nn.MultiHeadDotProductAttention(num_heads=self.num_heads)(h, h)
+        h = nn.LayerNorm()(x)
+        return x + FeedForward(self.hidden_dim, x.shape[-1])(h)
+
+
+class DatasetEmbedding(nn.Module):
+    """The embedding network h_α of a dataset augmented with its intervention representation.
+
+    ``L`` blocks alternate attention over the ``d`` variables and over the ``N`` samples; the
+    result is mean-pooled over samples.
+
+    Args (call):
+        data: ``(..., N, d)`` samples.
+        intervention: ``(..., N, d, |I|)`` the representation I_{i,t} (see
+            :func:`activa_ppl.interventions.intervention_representation`).
+
+    Returns:
+        ``(..., d, e)`` one embedding per variable.
+    """
+
+    config: ActivaConfig
+
+    @nn.compact
+    def __call__(self, data, intervention):
+        cfg = self.config
+        x = jnp.concatenate([data[..., None], intervention], axis=-1)  # (..., N, d, 1 + |I|)
+        x = nn.Dense(cfg.embed_dim)(x)  # (..., N, d, e)
+        for _ in range(cfg.num_encoder_blocks):
+            x = AttentionBlock(cfg.num_heads, cfg.hidden_dim)(x)  # over variables
+            x = jnp.swapaxes(x, -2, -3)  # (..., d, N, e)
+            x = AttentionBlock(cfg.num_heads, cfg.hidden_dim)(x)  # over samples
+            x = jnp.swapaxes(x, -2, -3)  # (..., N, d, e)
+        x = nn.LayerNorm()(x)
+        return x.mean(axis=-3)  # (..., d, e)
+
+
+class PriorHead(nn.Module):
+    """pri_η: per-variable MLPs mapping h' to the conditional GMM prior over z ∈ R^d.
+
+    Args (call):
+        h_obs: ``(..., d, e)`` embedding of the observational data and the query.
+
+    Returns:
+        ``(logits (..., C), locs (..., C, d))``: component log-weights (softmax-normalised by
+        the distribution) and component means. Each variable's MLP emits its coordinate of
+        every component mean and a per-variable vote for every component's weight; votes are
+        averaged over variables, which keeps the weights invariant to variable order.
+    """
+
+    config: ActivaConfig
+
+    @nn.compact
+    def __call__(self, h_obs):
+        cfg = self.config
+        locs = FeedForward(cfg.hidden_dim, cfg.prior_components, name="means")(h_obs)  # (..., d, C)
+        votes = FeedForward(cfg.hidden_dim, cfg.prior_components, name="weights")(h_obs)  # (..., d, C)
+        return votes.mean(axis=-2), jnp.swapaxes(locs, -1, -2)
+
+
+class PosteriorHead(nn.Module):
+    """enc_φ: mean of q(z | D_int, D_obs, do) from the two concatenated embeddings.
+
+    Args (call):
+        h_obs: ``(..., d, e)`` observational embedding h' (shared with the prior).
+        h_int: ``(..., d, e)`` interventional embedding h''.
+
+    Returns:
+        ``(..., d)`` the posterior mean μ_φ, one coordinate per variable.
+    """
+
+    config: ActivaConfig
+
+    @nn.compact
+    def __call__(self, h_obs, h_int):
+        h = jnp.concatenate([h_obs, h_int], axis=-1)  # (..., d, 2e)
+        return FeedForward(self.config.hidden_dim, 1)(h)[..., 0]
+
+
+class Decoder(nn.Module):
+    """dec_γ: transformer over latent coordinates → B-component Gaussian mixture over V.
+
+    Args (call):
+        z: ``(..., d)`` latent point.
+
+    Returns:
+        ``(logits (..., B), locs (..., B, d), covariances (..., B, d, d))`` with
+        Σ = u uᵀ / r + εI computed from a row-wise linear factor ``u: (..., B, d, r)`` (the
+        1/r keeps the initial scale independent of the rank r), and the weights from a sum
+        over variables followed by a linear layer.
+    """
+
+    config: ActivaConfig
+
+    @nn.compact
+    def __call__(self, z):
+        cfg = self.config
+        num_b, rank = cfg.decoder_components, cfg.covariance_rank
+        h = nn.Dense(cfg.embed_dim)(z[..., None])  # (..., d, e)
+        for _ in range(cfg.num_decoder_blocks):
+            h = AttentionBlock(cfg.num_heads, cfg.hidden_dim)(h)
+        h = nn.LayerNorm()(h)  # h_dec: (..., d, e)
+        locs = jnp.swapaxes(nn.Dense(num_b, name="means")(h), -1, -2)  # (..., B, d)
+        u = nn.Dense(num_b * rank, name="factor")(h)  # (..., d, B * r)
+        u = u.reshape(*u.shape[:-1], num_b, rank)  # (..., d, B, r)
+        u = jnp.moveaxis(u, -2, -3)  # (..., B, d, r)
+        eye = jnp.eye(z.shape[-1], dtype=u.dtype)
+        covariances = u @ jnp.swapaxes(u, -1, -2) / rank + cfg.covariance_eps * eye  # (..., B, d, d)
+        logits = nn.Dense(num_b, name="weights")(h.sum(axis=-2))  # (..., B)
+        return logits, locs, covariances

@@ -1,0 +1,272 @@
+"""Training ACTIVA by SVI: compiled chunks of ``svi.update``, validation, best-parameter
+tracking and atomic, resumable checkpoints.
+
+:func:`train` is the convenience entry point. Under it, every ``eval_every`` steps run as one
+compiled ``lax.scan`` over ``svi.update`` (no per-step Python dispatch, one compile per run);
+after each chunk the validation NLL of the prior-predictive mixture is computed, the best
+parameters are kept, a checkpoint is written atomically and a JSON line is appended to
+``metrics.jsonl``. A killed run resumes from its last checkpoint and ends bit-identical to an
+uninterrupted run with the same seed: all randomness comes from the PRNG key inside the SVI
+state, which is checkpointed with it.
+
+Users who want the plain NumPyro loop call ``activa.svi(optimizer, subsample_size=B).run(...)``
+themselves (see the "Training your own" tutorial).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import time
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import numpyro
+import optax
+from flax import traverse_util
+from tqdm.auto import tqdm
+
+from activa_ppl.checkpoint import CheckpointError, load_arrays, save_arrays
+from activa_ppl.config import ActivaConfig, TrainConfig
+from activa_ppl.data import InterventionalDataset
+from activa_ppl.fitted import FittedActiva
+from activa_ppl.model import Activa, predictive_arrays
+
+__all__ = ["train", "make_optimizer", "validation_nll", "TrainingDiverged"]
+
+CHECKPOINT_NAME = "checkpoint.npz"
+METRICS_NAME = "metrics.jsonl"
+
+
+class TrainingDiverged(FloatingPointError):
+    """The loss or the parameters became NaN/inf; the last good checkpoint is left untouched."""
+
+
+def make_optimizer(config: TrainConfig):
+    """Adam with optional global-norm gradient clipping, wrapped for NumPyro's SVI."""
+    parts = [] if config.clip_norm is None else [optax.clip_by_global_norm(config.clip_norm)]
+    return numpyro.optim.optax_to_numpyro(optax.chain(*parts, optax.adam(config.learning_rate)))
+
+
+@partial(jax.jit, static_argnums=(0, 6))
+def validation_nll(activa: Activa, params, key, observational, targets, intervention_index,
+                   num_latents: int, interventional):
+    """Mean NLL per interventional sample under the prior-predictive mixture.
+
+    ``observational (Q, N, d)``, ``targets (Q, d)``, ``intervention_index (Q,)``,
+    ``interventional (Q, N_int, d)`` → scalar.
+    """
+    weights, locs, covariances = predictive_arrays(
+        activa, params, key, observational, targets, intervention_index, num_latents
+    )
+    mixture = numpyro.distributions.MixtureSameFamily(
+        numpyro.distributions.Categorical(probs=weights[:, None]),
+        numpyro.distributions.MultivariateNormal(
+            locs[:, None], scale_tril=jnp.linalg.cholesky(covariances[:, None])
+        ),
+    )
+    return -mixture.log_prob(interventional).mean()
+
+
+def _task_arrays(tasks) -> tuple[jax.Array, ...]:
+    """``(observational, targets, intervention_index, interventional)`` as device arrays."""
+    return (
+        jnp.asarray(tasks.observational, jnp.float32),
+        jnp.asarray(tasks.targets, jnp.float32),
+        jnp.asarray(tasks.intervention_index, jnp.int32),
+        jnp.asarray(tasks.interventional, jnp.float32),
+    )
+
+
+def _flatten(params) -> dict[str, np.ndarray]:
+    return {k: np.asarray(v) for k, v in traverse_util.flatten_dict(params, sep="/").items()}
+
+
+def _unflatten(flat: dict[str, np.ndarray]):
+    return traverse_util.unflatten_dict({k: jnp.asarray(v) for k, v in flat.items()}, sep="/")
+
+
+def _restore_state(template, leaves: list[np.ndarray], path: Path):
+    ref, treedef = jax.tree_util.tree_flatten(template)
+    if len(ref) != len(leaves) or any(
+        a.shape != b.shape or a.dtype != b.dtype for a, b in zip(ref, leaves)
+    ):
+        raise CheckpointError(
+            f"{path}: the checkpoint does not match this model/optimizer (different architecture?)"
+        )
+    return jax.tree_util.tree_unflatten(treedef, [jnp.asarray(x) for x in leaves])
+
+
+def _all_finite(tree) -> bool:
+    return all(bool(jnp.all(jnp.isfinite(x))) for x in jax.tree_util.tree_leaves(tree))
+
+
+def train(
+    activa: Activa,
+    data: InterventionalDataset,
+    num_steps: int | None = None,
+    seed: int | None = None,
+    *,
+    config: TrainConfig | None = None,
+    workdir: str | Path | None = None,
+    resume: bool = True,
+    progress: bool = True,
+    **overrides: Any,
+) -> FittedActiva:
+    """Train ``activa`` on the ``"train"`` split of ``data``; validate on ``"valid"``.
+
+    Args:
+        activa: the model (its config fixes architecture and the β-ELBO).
+        data: a dataset with train and valid splits (:mod:`activa_ppl.simulate`).
+        num_steps, seed, **overrides: shortcuts for fields of :class:`TrainConfig`.
+        config: the full training configuration (defaults: ``TrainConfig()``).
+        workdir: folder for ``checkpoint.npz`` and ``metrics.jsonl``; ``None`` keeps nothing
+            on disk.
+        resume: continue from ``workdir/checkpoint.npz`` if present.
+        progress: show a progress bar.
+
+    Returns:
+        :class:`FittedActiva` with the parameters of the best validation NLL.
+
+    Raises:
+        TrainingDiverged: the loss became NaN/inf; the checkpoint keeps the last good state.
+        ValueError: the dataset does not fit the model (e.g. more intervention indices than
+            ``config.num_interventions``) or has an empty split.
+    """
+    config = config or TrainConfig()
+    fields = dict(overrides)
+    if num_steps is not None:
+        fields["num_steps"] = num_steps
+    if seed is not None:
+        fields["seed"] = seed
+    config = dataclasses.replace(config, **fields)
+
+    if data.num_interventions > activa.config.num_interventions:
+        raise ValueError(
+            f"the dataset has |I| = {data.num_interventions} intervention indices but the model "
+            f"takes {activa.config.num_interventions}; set ActivaConfig(num_interventions=...)"
+        )
+    train_tasks, valid_tasks = data.tasks("train"), data.tasks("valid")
+    if len(train_tasks.scm) == 0 or len(valid_tasks.scm) == 0:
+        raise ValueError("the dataset needs non-empty 'train' and 'valid' splits")
+    train_arrays = _task_arrays(train_tasks)
+    num_valid = min(config.num_validation_tasks, len(valid_tasks.scm))
+    pick = np.random.default_rng(config.seed).permutation(len(valid_tasks.scm))[:num_valid]
+    valid_arrays = tuple(a[pick] for a in _task_arrays(valid_tasks))
+
+    num_tasks, num_int = train_arrays[0].shape[0], train_arrays[3].shape[1]
+    batch_size = min(config.batch_size, num_tasks)
+    svi = activa.svi(make_optimizer(config))
+    init_key, valid_key, batch_key = jax.random.split(jax.random.PRNGKey(config.seed), 3)
+
+    def minibatch(step_index, arrays):
+        # Tasks drawn without replacement within a step; keyed by the optimizer's step count,
+        # so a resumed run draws the same minibatches as an uninterrupted one.
+        idx = jax.random.choice(jax.random.fold_in(batch_key, step_index), num_tasks,
+                                (batch_size,), replace=False)
+        return tuple(a[idx] for a in arrays)
+
+    state = svi.init(init_key, *minibatch(0, train_arrays), total_tasks=num_tasks)
+
+    step, best_step, best_nll = 0, -1, math.inf
+    best_params = svi.get_params(state)
+    workdir = Path(workdir) if workdir is not None else None
+    ckpt_path = workdir / CHECKPOINT_NAME if workdir else None
+    metrics_path = workdir / METRICS_NAME if workdir else None
+    meta_base = {
+        "model_config": activa.config.to_dict(),
+        "train_config": config.to_dict(),
+        "dataset": data.metadata,
+    }
+    if ckpt_path is not None and resume and ckpt_path.exists():
+        arrays, meta = load_arrays(ckpt_path)
+        if meta.get("model_config") != meta_base["model_config"] or \
+                meta.get("train_config") != meta_base["train_config"]:
+            raise CheckpointError(
+                f"{ckpt_path}: written by a run with a different configuration; "
+                "use another workdir or resume=False"
+            )
+        leaves = [arrays[f"state/{i:04d}"] for i in range(meta["num_state_leaves"])]
+        state = _restore_state(state, leaves, ckpt_path)
+        best_params = _unflatten({k[5:]: v for k, v in arrays.items() if k.startswith("best/")})
+        step, best_step, best_nll = meta["step"], meta["best_step"], meta["best_nll"]
+        _truncate_metrics(metrics_path, step)
+
+    @partial(jax.jit, static_argnums=0)
+    def run_chunk(length, state, *arrays):
+        def one_step(s, _):
+            return svi.update(s, *minibatch(s.optim_state[0], arrays), total_tasks=num_tasks)
+
+        return jax.lax.scan(one_step, state, None, length=length)
+
+    start = time.perf_counter()
+    bar = tqdm(total=config.num_steps, initial=step, disable=not progress, desc="ACTIVA SVI",
+               unit="step", dynamic_ncols=True)
+    try:
+        while step < config.num_steps:
+            length = min(config.eval_every, config.num_steps - step)
+            new_state, losses = run_chunk(length, state, *train_arrays)
+            losses = np.asarray(losses)
+            if not np.all(np.isfinite(losses)) or not _all_finite(new_state.optim_state):
+                bad = int(np.argmax(~np.isfinite(losses))) if not np.all(np.isfinite(losses)) else length - 1
+                raise TrainingDiverged(
+                    f"non-finite loss at step {step + bad + 1}; stopped, last good state is step {step}"
+                    + (f" (checkpoint {ckpt_path})" if ckpt_path else "")
+                    + "; lower the learning rate or set clip_norm"
+                )
+            state, step = new_state, step + length
+            params = svi.get_params(state)
+            nll = float(validation_nll(activa, params, valid_key, *valid_arrays[:3],
+                                       activa.config.num_validation_latents, valid_arrays[3]))
+            if nll < best_nll:
+                best_nll, best_step, best_params = nll, step, params
+            record = {
+                "step": step,
+                "train_loss_per_sample": float(losses.mean()) / (num_tasks * num_int),
+                "valid_nll": nll,
+                "best_valid_nll": best_nll,
+                "best_step": best_step,
+                "elapsed_s": round(time.perf_counter() - start, 3),
+            }
+            if ckpt_path is not None:
+                leaves = jax.tree_util.tree_leaves(state)
+                arrays = {f"state/{i:04d}": np.asarray(x) for i, x in enumerate(leaves)}
+                arrays.update({f"best/{k}": v for k, v in _flatten(best_params).items()})
+                save_arrays(ckpt_path, arrays, {
+                    **meta_base, "step": step, "best_step": best_step, "best_nll": best_nll,
+                    "num_state_leaves": len(leaves),
+                })
+                with open(metrics_path, "a") as f:
+                    f.write(json.dumps(record) + "\n")
+            bar.update(length)
+            bar.set_postfix(loss=f"{record['train_loss_per_sample']:.3f}", valid_nll=f"{nll:.3f}")
+    finally:
+        bar.close()
+    info = {
+        "num_steps": step,
+        "best_step": best_step,
+        "best_valid_nll": best_nll,
+        "train_config": config.to_dict(),
+        "dataset": data.metadata,
+        "wall_time_s": round(time.perf_counter() - start, 1),
+    }
+    return FittedActiva(activa=activa, params=best_params, info=info)
+
+
+def _truncate_metrics(path: Path | None, step: int) -> None:
+    """Drop metric lines logged after the checkpoint a run resumes from."""
+    if path is None or not path.exists():
+        return
+    kept = []
+    for line in path.read_text().splitlines():
+        try:
+            if json.loads(line)["step"] <= step:
+                kept.append(line)
+        except (json.JSONDecodeError, KeyError, TypeError):
+            break  # a line cut short by the kill
+    path.write_text("".join(l + "\n" for l in kept))

@@ -1,0 +1,47 @@
+"""The pretrained model zoo: models trained on the paper's data sets, for zero-shot use.
+
+A zoo model is a folder in the :mod:`activa_ppl.fitted` layout plus a ``card.md``. Models are
+looked up, in order, in the folders of ``$ACTIVA_MODELS`` (``os.pathsep``-separated), in the
+package data (``activa_ppl/models``, present in an installed wheel) and in ``models/`` of a
+source checkout.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from activa_ppl.fitted import FittedActiva, load
+
+__all__ = ["available_models", "load_pretrained", "model_dirs"]
+
+
+def model_dirs() -> list[Path]:
+    """The folders searched for zoo models, in order."""
+    dirs = [Path(p) for p in os.environ.get("ACTIVA_MODELS", "").split(os.pathsep) if p]
+    package = Path(__file__).resolve().parent
+    dirs += [package / "models", package.parent / "models"]
+    return [d for d in dirs if d.is_dir()]
+
+
+def available_models() -> dict[str, Path]:
+    """Name → folder of every model found (the first folder wins for a repeated name)."""
+    found: dict[str, Path] = {}
+    for root in model_dirs():
+        for child in sorted(root.iterdir()):
+            if (child / "config.json").is_file() and (child / "params.npz").is_file():
+                found.setdefault(child.name, child)
+    return found
+
+
+def load_pretrained(name: str) -> FittedActiva:
+    """Load the zoo model ``name`` (e.g. ``"gauss2"``).
+
+    Raises:
+        ValueError: no model of that name; the message lists the available ones.
+    """
+    models = available_models()
+    if name not in models:
+        listed = ", ".join(sorted(models)) or "none are installed yet"
+        raise ValueError(f"no pretrained model named {name!r}; available: {listed}")
+    return load(models[name])
