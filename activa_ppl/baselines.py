@@ -85,7 +85,9 @@ def intervention_vector(value: Any, target_mask: Any, d: int, dtype: Any = None)
                 f"(and d={d})"
             )
         return jnp.zeros((d,), value.dtype).at[targets].set(value)
-    raise ValueError(f"value must be a scalar, a ({d},) array or one value per target; got {value.shape}")
+    raise ValueError(
+        f"value must be a scalar, a ({d},) array or one value per target; got {value.shape}"
+    )
 
 
 def _check_inputs(obs: Any, target_mask: Any) -> tuple[jax.Array, jax.Array]:
@@ -181,7 +183,8 @@ def _linear_causal_core(obs, parents, mask, values, target_variance, min_residua
     intercept = mu - b @ mu
     resid = xc - xc @ b.T
     dof = n - jnp.sum(parents, axis=0) - 1.0
-    noise_var = jnp.maximum(jnp.sum(resid**2, axis=0) / jnp.maximum(dof, 1.0), min_residual_variance)
+    rss = jnp.sum(resid**2, axis=0)
+    noise_var = jnp.maximum(rss / jnp.maximum(dof, 1.0), min_residual_variance)
     # Graph surgery: targets lose their mechanism and become the constant v.
     keep = 1.0 - mask.astype(obs.dtype)
     b = b * keep[:, None]

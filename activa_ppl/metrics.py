@@ -20,6 +20,7 @@ Adjacency convention: ``adjacency[i, j] != 0`` iff there is an edge ``i -> j``.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from functools import partial
 from typing import Any
 
 import jax
@@ -132,7 +133,11 @@ def energy_distance(x: Any, y: Any, batch_size: int = 256) -> jax.Array:
     if x.shape[0] == 0 or y.shape[0] == 0:
         raise ValueError("energy distance needs non-empty samples")
     dtype = jnp.result_type(x.dtype, y.dtype, jnp.float32)
-    x, y = x.astype(dtype), y.astype(dtype)
+    return _energy_distance(x.astype(dtype), y.astype(dtype), int(batch_size))
+
+
+@partial(jax.jit, static_argnums=(2,))
+def _energy_distance(x: jax.Array, y: jax.Array, batch_size: int) -> jax.Array:
     exy = _mean_pairwise_distance(x, y, batch_size)
     exx = _mean_pairwise_distance(x, x, batch_size)
     eyy = _mean_pairwise_distance(y, y, batch_size)
@@ -230,7 +235,8 @@ def evaluate_prediction(
     """
     if mixture.batch_shape != ():
         raise ValueError(
-            f"evaluate_prediction needs an unbatched mixture; got batch_shape {mixture.batch_shape}"
+            "evaluate_prediction needs an unbatched mixture; got batch_shape "
+            f"{mixture.batch_shape}"
         )
     interventional = jnp.asarray(interventional)
     observational = jnp.asarray(observational)
@@ -241,7 +247,9 @@ def evaluate_prediction(
     requested = MARGINAL_SET_NAMES if sets is None else tuple(sets)
     unknown = set(requested) - set(MARGINAL_SET_NAMES)
     if unknown:
-        raise ValueError(f"unknown marginal sets {sorted(unknown)}; choose from {MARGINAL_SET_NAMES}")
+        raise ValueError(
+            f"unknown marginal sets {sorted(unknown)}; choose from {MARGINAL_SET_NAMES}"
+        )
     index_sets = marginal_sets(adjacency, target_mask)
     n = interventional.shape[0]
     predicted = mixture.sample(n, seed)

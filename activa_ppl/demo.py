@@ -1,0 +1,84 @@
+"""``activa demo``: simulate Gauss 2, train a small ACTIVA, compare with Gaussian Conditional."""
+
+from __future__ import annotations
+
+import json
+import platform
+import time
+from pathlib import Path
+
+import numpy as np
+
+from activa_ppl.config import ActivaConfig
+from activa_ppl.evaluation import (activa_predictor, evaluate, gaussian_conditional_predictor,
+                                   linear_causal_predictor)
+from activa_ppl.model import Activa
+from activa_ppl.plotting import plot_interventional_samples
+from activa_ppl.simulate import linear_dataset
+from activa_ppl.training import train
+
+__all__ = ["run_demo", "format_table"]
+
+_COLUMNS = (("all", "All"), ("all_but_target", "All∖V_t"), ("descendants", "Desc."),
+            ("non_descendants", "Non-desc."))
+
+
+def format_table(results: dict) -> str:
+    """Markdown table of ``evaluate`` results: ERG and NLL per marginal, mean ± SE over SCMs."""
+    header = "| method | " + " | ".join(f"{label} ERG | {label} NLL" for _, label in _COLUMNS) + " |"
+    lines = [header, "|" + "---|" * (1 + 2 * len(_COLUMNS))]
+    for method, table in results.items():
+        cells = []
+        for key, _ in _COLUMNS:
+            for metric in ("energy", "nll"):
+                v = table.get(key, {}).get(metric)
+                cells.append("—" if v is None else f"{v['mean']:.2f} ± {v['se']:.2f}")
+        lines.append(f"| {method} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def run_demo(out_dir="activa-demo", num_steps: int = 2000, num_scms: int = 3000, seed: int = 0,
+             preset: str = "small", eval_scms: int = 150, progress: bool = True) -> dict:
+    """Simulate the Gauss 2 set, train ACTIVA, evaluate it against the baselines, plot.
+
+    Writes ``out_dir/model`` (the trained model), ``out_dir/results.json``,
+    ``out_dir/results.md`` and ``out_dir/demo.png``; returns the results dict.
+    """
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    data = linear_dataset(num_scms=num_scms, num_vars=2, noise="gauss", num_samples=100, seed=seed)
+    print(f"simulated {data!r} in {time.perf_counter() - t0:.1f} s")
+    model = Activa(ActivaConfig.preset(preset))
+    t0 = time.perf_counter()
+    fitted = train(model, data, num_steps=num_steps, seed=seed, eval_every=max(1, num_steps // 8),
+                   batch_size=32, workdir=out / "run", resume=False, progress=progress)
+    train_s = time.perf_counter() - t0
+    print(f"trained {num_steps} steps in {train_s:.0f} s; best validation NLL "
+          f"{fitted.info['best_valid_nll']:.3f} at step {fitted.info['best_step']}")
+    fitted.save(out / "model")
+    predictors = {
+        "ACTIVA": activa_predictor(fitted, seed=seed),
+        "Gaussian Cond.": gaussian_conditional_predictor(),
+        "Linear Causal (O)": linear_causal_predictor(),
+    }
+    results = evaluate(data, predictors, split="test", seed=seed, max_scms=eval_scms, progress=progress)
+    table = format_table(results)
+    test_scms = np.flatnonzero(data.split == 2)
+    png = plot_interventional_samples(data, test_scms[:4], predictors, out / "demo.png", seed=seed)
+    summary = {
+        "machine": f"{platform.machine()} {platform.processor() or ''} {platform.system()}".strip(),
+        "train_seconds": round(train_s, 1), "num_steps": num_steps, "preset": preset,
+        "eval_scms": int(min(eval_scms, len(test_scms))), "results": results,
+    }
+    (out / "results.json").write_text(json.dumps(summary, indent=2))
+    (out / "results.md").write_text(table + "\n")
+    print("\nTest split of Gauss 2 (mean ± s.e. over SCMs; lower is better):")
+    print(table)
+    a, g = results["ACTIVA"], results["Gaussian Cond."]
+    if "non_descendants" in a and "non_descendants" in g:
+        ratio = g["non_descendants"]["energy"]["mean"] / max(a["non_descendants"]["energy"]["mean"], 1e-12)
+        print(f"\nNon-descendants: ACTIVA's energy distance is {ratio:.1f}x below Gaussian Conditional's "
+              "(the spurious effect of conditioning instead of intervening).")
+    print(f"figure: {png}\nmodel:  {out / 'model'}")
+    return summary

@@ -1,0 +1,109 @@
+"""Shared test configuration.
+
+* JAX runs on the CPU: ``JAX_PLATFORMS=cpu`` is set here, before any test module imports jax,
+  so results do not depend on whether the machine has an accelerator.
+* Randomness is explicit: tests draw from the ``rng`` (``numpy.random.Generator``) and ``key``
+  (JAX PRNG key) fixtures, or create their own seeded generators. Nothing seeds or reads the
+  global ``numpy.random`` state.
+* No global state is modified: jax configuration is left at its defaults (no x64, no
+  compilation cache), and expensive objects shared between tests are immutable (frozen
+  configs, jax arrays, params pytrees that nobody mutates).
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ["JAX_PLATFORMS"] = "cpu"
+
+import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+
+
+@pytest.fixture
+def rng() -> np.random.Generator:
+    """A fresh, fixed-seed numpy generator per test (never the global numpy state)."""
+    return np.random.default_rng(20240611)
+
+
+@pytest.fixture
+def key() -> jax.Array:
+    """A fixed JAX PRNG key."""
+    return jax.random.PRNGKey(0)
+
+
+def make_tasks(rng: np.random.Generator, num_tasks: int, num_obs: int, num_vars: int,
+               num_int: int | None = None, num_interventions: int = 1):
+    """Random task arrays ``(observational, targets, intervention_index, interventional)``.
+
+    Targets are one-hot (task t targets variable ``t % d``); intervention indices cycle through
+    ``0..num_interventions-1``.
+    """
+    num_int = num_obs if num_int is None else num_int
+    obs = rng.normal(size=(num_tasks, num_obs, num_vars)).astype(np.float32)
+    inter = (rng.normal(size=(num_tasks, num_int, num_vars)) + 1.0).astype(np.float32)
+    targets = np.zeros((num_tasks, num_vars), np.float32)
+    targets[np.arange(num_tasks), np.arange(num_tasks) % num_vars] = 1.0
+    index = (np.arange(num_tasks) % num_interventions).astype(np.int32)
+    return jnp.asarray(obs), jnp.asarray(targets), jnp.asarray(index), jnp.asarray(inter)
+
+
+def init_params(activa, key: jax.Array, num_vars: int = 2, num_obs: int = 6):
+    """SVI parameters ``{"<module>$params": ...}`` of ``activa``, initialised at d = ``num_vars``.
+
+    Each Flax module is initialised on dummy inputs of the given size, all in one compiled call
+    (the same layout as ``svi.get_params`` and :func:`activa_ppl.fitted.expected_param_shapes`).
+    """
+    from activa_ppl.model import MODULES
+
+    cfg = activa.config
+    obs = jnp.zeros((1, num_obs, num_vars))
+    rep = jnp.zeros((1, num_obs, num_vars, cfg.num_interventions))
+    h = jnp.zeros((1, num_vars, cfg.embed_dim))
+    inputs = {
+        "obs_embedding": (obs, rep), "int_embedding": (obs, rep), "prior": (h,),
+        "decoder": (jnp.zeros((1, num_vars)),), "posterior": (h, h),
+    }
+
+    def init(k):
+        keys = jax.random.split(k, len(MODULES))
+        return {f"{name}$params": activa.modules[name].init(sub, *inputs[name])["params"]
+                for name, sub in zip(MODULES, keys)}
+
+    return jax.jit(init)(key)
+
+
+@pytest.fixture(scope="session")
+def task_factory():
+    """:func:`make_tasks`, as a fixture (test modules do not import conftest)."""
+    return make_tasks
+
+
+@pytest.fixture(scope="session")
+def params_factory():
+    """:func:`init_params`, as a fixture."""
+    return init_params
+
+
+@pytest.fixture(scope="session")
+def tiny_activa():
+    """The tiny-preset model (configuration only; immutable)."""
+    import activa_ppl as ap
+
+    return ap.Activa(ap.ActivaConfig.preset("tiny"))
+
+
+@pytest.fixture(scope="session")
+def tiny_params(tiny_activa):
+    """Parameters of the tiny model initialised at d = 2 (shared, never mutated)."""
+    return init_params(tiny_activa, jax.random.PRNGKey(42), num_vars=2)
+
+
+@pytest.fixture(scope="session")
+def tiny_fitted(tiny_activa, tiny_params):
+    """An untrained :class:`FittedActiva` with the initial tiny parameters (fast to build)."""
+    import activa_ppl as ap
+
+    return ap.FittedActiva(activa=tiny_activa, params=tiny_params, info={"note": "untrained"})
