@@ -7,6 +7,7 @@ without a traceback.
 from __future__ import annotations
 
 import argparse
+import csv
 import sys
 from pathlib import Path
 
@@ -67,8 +68,9 @@ def read_csv(path) -> "pandas.DataFrame":
         raise ValueError(f"{path}: the file is empty") from e
     except (pd.errors.ParserError, UnicodeDecodeError) as e:
         raise ValueError(f"{path}: not a readable CSV file ({e})") from e
-    raw_names = list(pd.read_csv(path, nrows=0).columns)
-    if len(set(raw_names)) != len(raw_names):  # pandas renames duplicates to "x.1"
+    with open(path, newline="") as f:  # pandas renames duplicate columns ("x.1"): read the header
+        raw_names = [c.strip() for c in next(csv.reader(f), [])]
+    if len(set(raw_names)) != len(raw_names):
         dup = sorted({c for c in raw_names if raw_names.count(c) > 1})
         raise ValueError(f"{path}: duplicate column names {dup}")
     if frame.shape[0] == 0:

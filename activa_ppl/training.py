@@ -21,7 +21,7 @@ import math
 import time
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -37,7 +37,8 @@ from activa_ppl.data import InterventionalDataset
 from activa_ppl.fitted import FittedActiva
 from activa_ppl.model import Activa, predictive_arrays
 
-__all__ = ["train", "make_optimizer", "validation_nll", "TrainingDiverged"]
+__all__ = ["train", "make_optimizer", "svi_chunks", "SVIChunks", "task_arrays", "validation_nll",
+           "TrainingDiverged"]
 
 CHECKPOINT_NAME = "checkpoint.npz"
 METRICS_NAME = "metrics.jsonl"
@@ -73,7 +74,54 @@ def validation_nll(activa: Activa, params, key, observational, targets, interven
     return -mixture.log_prob(interventional).mean()
 
 
-def _task_arrays(tasks) -> tuple[jax.Array, ...]:
+class SVIChunks(NamedTuple):
+    """The compiled training loop of :func:`train`, built by :func:`svi_chunks`.
+
+    Attributes:
+        svi: the :class:`numpyro.infer.SVI` of the β-ELBO.
+        init: ``init(*train_arrays) -> SVIState``.
+        run: ``run(length, state, *train_arrays) -> (state, losses (length,))``, jitted
+            (``length`` static): ``length`` SVI steps in one ``lax.scan``.
+        valid_key: PRNG key of the validation latent draws.
+    """
+
+    svi: numpyro.infer.SVI
+    init: Callable
+    run: Callable
+    valid_key: jax.Array
+
+
+def svi_chunks(activa: Activa, config: TrainConfig, num_tasks: int) -> SVIChunks:
+    """Build the compiled SVI chunk over a training set of ``num_tasks`` tasks.
+
+    Each step draws ``config.batch_size`` tasks without replacement, keyed by the optimizer's
+    step count (so a resumed run draws the same minibatches as an uninterrupted one), and calls
+    ``svi.update`` with ``total_tasks`` scaling, so all ``num_particles`` latent draws of a
+    step share one minibatch.
+    """
+    batch_size = min(config.batch_size, num_tasks)
+    svi = activa.svi(make_optimizer(config))
+    init_key, valid_key, batch_key = jax.random.split(jax.random.PRNGKey(config.seed), 3)
+
+    def minibatch(step_index, arrays):
+        idx = jax.random.choice(jax.random.fold_in(batch_key, step_index), num_tasks,
+                                (batch_size,), replace=False)
+        return tuple(a[idx] for a in arrays)
+
+    def init(*arrays):
+        return svi.init(init_key, *minibatch(0, arrays), total_tasks=num_tasks)
+
+    @partial(jax.jit, static_argnums=0)
+    def run(length, state, *arrays):
+        def one_step(s, _):
+            return svi.update(s, *minibatch(s.optim_state[0], arrays), total_tasks=num_tasks)
+
+        return jax.lax.scan(one_step, state, None, length=length)
+
+    return SVIChunks(svi, init, run, valid_key)
+
+
+def task_arrays(tasks) -> tuple[jax.Array, ...]:
     """``(observational, targets, intervention_index, interventional)`` as device arrays."""
     return (
         jnp.asarray(tasks.observational, jnp.float32),
@@ -154,24 +202,15 @@ def train(
     train_tasks, valid_tasks = data.tasks("train"), data.tasks("valid")
     if len(train_tasks.scm) == 0 or len(valid_tasks.scm) == 0:
         raise ValueError("the dataset needs non-empty 'train' and 'valid' splits")
-    train_arrays = _task_arrays(train_tasks)
+    train_arrays = task_arrays(train_tasks)
     num_valid = min(config.num_validation_tasks, len(valid_tasks.scm))
     pick = np.random.default_rng(config.seed).permutation(len(valid_tasks.scm))[:num_valid]
-    valid_arrays = tuple(a[pick] for a in _task_arrays(valid_tasks))
+    valid_arrays = tuple(a[pick] for a in task_arrays(valid_tasks))
 
     num_tasks, num_int = train_arrays[0].shape[0], train_arrays[3].shape[1]
-    batch_size = min(config.batch_size, num_tasks)
-    svi = activa.svi(make_optimizer(config))
-    init_key, valid_key, batch_key = jax.random.split(jax.random.PRNGKey(config.seed), 3)
-
-    def minibatch(step_index, arrays):
-        # Tasks drawn without replacement within a step; keyed by the optimizer's step count,
-        # so a resumed run draws the same minibatches as an uninterrupted one.
-        idx = jax.random.choice(jax.random.fold_in(batch_key, step_index), num_tasks,
-                                (batch_size,), replace=False)
-        return tuple(a[idx] for a in arrays)
-
-    state = svi.init(init_key, *minibatch(0, train_arrays), total_tasks=num_tasks)
+    chunks = svi_chunks(activa, config, num_tasks)
+    svi, valid_key = chunks.svi, chunks.valid_key
+    state = chunks.init(*train_arrays)
 
     step, best_step, best_nll = 0, -1, math.inf
     best_params = svi.get_params(state)
@@ -197,20 +236,13 @@ def train(
         step, best_step, best_nll = meta["step"], meta["best_step"], meta["best_nll"]
         _truncate_metrics(metrics_path, step)
 
-    @partial(jax.jit, static_argnums=0)
-    def run_chunk(length, state, *arrays):
-        def one_step(s, _):
-            return svi.update(s, *minibatch(s.optim_state[0], arrays), total_tasks=num_tasks)
-
-        return jax.lax.scan(one_step, state, None, length=length)
-
     start = time.perf_counter()
     bar = tqdm(total=config.num_steps, initial=step, disable=not progress, desc="ACTIVA SVI",
                unit="step", dynamic_ncols=True)
     try:
         while step < config.num_steps:
             length = min(config.eval_every, config.num_steps - step)
-            new_state, losses = run_chunk(length, state, *train_arrays)
+            new_state, losses = chunks.run(length, state, *train_arrays)
             losses = np.asarray(losses)
             if not np.all(np.isfinite(losses)) or not _all_finite(new_state.optim_state):
                 bad = int(np.argmax(~np.isfinite(losses))) if not np.all(np.isfinite(losses)) else length - 1

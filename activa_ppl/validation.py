@@ -33,8 +33,10 @@ def as_observations(data: Any, name: str = "obs", min_samples: int = 2) -> tuple
         dup = sorted({c for c in columns if columns.count(c) > 1})
         if dup:
             raise ValueError(f"{name}: duplicate column names {dup}")
-        non_numeric = [str(c) for c, dt in zip(data.columns, data.dtypes) if not np.issubdtype(dt, np.number)
-                       or np.issubdtype(dt, np.bool_)]
+        import pandas as pd
+
+        non_numeric = [str(c) for c, dt in zip(data.columns, data.dtypes)
+                       if not pd.api.types.is_numeric_dtype(dt) or pd.api.types.is_bool_dtype(dt)]
         if non_numeric:
             raise ValueError(f"{name}: non-numeric columns {non_numeric}; every column must hold numbers")
         names = tuple(columns)

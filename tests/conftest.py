@@ -50,11 +50,13 @@ def make_tasks(rng: np.random.Generator, num_tasks: int, num_obs: int, num_vars:
     return jnp.asarray(obs), jnp.asarray(targets), jnp.asarray(index), jnp.asarray(inter)
 
 
-def init_params(activa, key: jax.Array, num_vars: int = 2, num_obs: int = 6):
+def init_params(activa, key: jax.Array, num_vars: int = 2, num_obs: int = 6,
+                abstract: bool = False):
     """SVI parameters ``{"<module>$params": ...}`` of ``activa``, initialised at d = ``num_vars``.
 
     Each Flax module is initialised on dummy inputs of the given size, all in one compiled call
     (the same layout as ``svi.get_params`` and :func:`activa_ppl.fitted.expected_param_shapes`).
+    ``abstract=True`` returns only shapes and dtypes (``jax.eval_shape``, nothing is compiled).
     """
     from activa_ppl.model import MODULES
 
@@ -72,7 +74,7 @@ def init_params(activa, key: jax.Array, num_vars: int = 2, num_obs: int = 6):
         return {f"{name}$params": activa.modules[name].init(sub, *inputs[name])["params"]
                 for name, sub in zip(MODULES, keys)}
 
-    return jax.jit(init)(key)
+    return jax.eval_shape(init, key) if abstract else jax.jit(init)(key)
 
 
 @pytest.fixture(scope="session")

@@ -1,0 +1,88 @@
+"""The `activa` command line and the inference scripts, on shrunken configurations."""
+
+import subprocess
+import sys
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import activa_ppl as ap
+from activa_ppl.cli import main
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """simulate → train through the CLI, as a user would."""
+    root = tmp_path_factory.mktemp("cli")
+    assert main(["simulate", "--num-scms", "40", "--num-samples", "20", "--seed", "1",
+                 "--out", str(root / "data")]) == 0
+    assert main(["train", "--data", str(root / "data"), "--out", str(root / "model"), "--preset", "tiny",
+                 "--steps", "20", "--eval-every", "10", "--quiet"]) == 0
+    return root
+
+
+def test_simulate_train_predict(trained, tmp_path, capsys):
+    data = ap.load_dataset(trained / "data")
+    obs = data.observational[0]
+    pd.DataFrame(obs, columns=["gene_a", "gene_b"]).to_csv(tmp_path / "obs.csv", index=False)
+    out = tmp_path / "samples.csv"
+    assert main(["predict", "--model", str(trained / "model"), "--data", str(tmp_path / "obs.csv"),
+                 "--target", "gene_a", "--num-samples", "50", "--out", str(out)]) == 0
+    samples = pd.read_csv(out)
+    assert list(samples.columns) == ["gene_a", "gene_b"] and samples.shape == (50, 2)
+    assert np.all(np.isfinite(samples.to_numpy()))
+    assert "ATE" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("content, message", [
+    ("", "empty"),
+    ("a,b\n", "no rows"),
+    ("a,a\n1,2\n3,4\n", "duplicate"),
+    ("a,b\n1,x\n3,4\n", "non-numeric"),
+    ("a,b\n1,nan\n3,4\n", "non-finite"),
+    ("a,b\n1,2\n", "at least 2 samples"),
+])
+def test_predict_bad_csv(trained, tmp_path, capsys, content, message):
+    (tmp_path / "bad.csv").write_text(content)
+    code = main(["predict", "--model", str(trained / "model"), "--data", str(tmp_path / "bad.csv"),
+                 "--target", "a", "--out", str(tmp_path / "s.csv")])
+    err = capsys.readouterr().err
+    assert code == 2 and message in err and "Traceback" not in err
+
+
+def test_predict_bad_arguments(trained, tmp_path, capsys):
+    pd.DataFrame({"a": [0.0, 1.0, 2.0], "b": [1.0, 0.0, 2.0]}).to_csv(tmp_path / "ok.csv", index=False)
+    base = ["predict", "--data", str(tmp_path / "ok.csv"), "--out", str(tmp_path / "s.csv")]
+    assert main(base + ["--model", str(trained / "model"), "--target", "zzz"]) == 2
+    assert "unknown variable 'zzz'" in capsys.readouterr().err
+    assert main(base + ["--model", str(trained / "model"), "--target", "a", "--intervention", "3"]) == 2
+    assert "out of range" in capsys.readouterr().err
+    assert main(base + ["--model", "no-such-model", "--target", "a"]) == 2
+    assert "no pretrained model" in capsys.readouterr().err
+
+
+def test_cli_error_has_no_traceback(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "activa_ppl.cli", "train", "--data", str(tmp_path / "nope"),
+                           "--out", str(tmp_path / "m")], capture_output=True, text=True)
+    assert proc.returncode == 2
+    assert proc.stderr.startswith("activa: error:") and "Traceback" not in proc.stderr
+
+
+def test_demo_smoke(tmp_path, capsys):
+    assert main(["demo", "--out", str(tmp_path), "--steps", "10", "--num-scms", "60", "--eval-scms", "3",
+                 "--preset", "tiny", "--quiet"]) == 0
+    printed = capsys.readouterr().out
+    assert "Gaussian Cond." in printed and "ACTIVA" in printed
+    for name in ("demo.png", "results.json", "results.md", "model/config.json", "model/params.npz"):
+        assert (tmp_path / name).is_file()
+    assert (tmp_path / "demo.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_inference_train_script(tmp_path):
+    proc = subprocess.run(
+        [sys.executable, "inference/train.py", "--num-scms", "30", "--num-samples", "10", "--preset", "tiny",
+         "--steps", "10", "--eval-every", "5", "--out", str(tmp_path / "model")],
+        capture_output=True, text=True, cwd=__import__("pathlib").Path(__file__).parents[1])
+    assert proc.returncode == 0, proc.stderr
+    assert ap.load(tmp_path / "model").info["num_steps"] == 10
