@@ -112,8 +112,11 @@ def load_arrays(path: str | os.PathLike) -> tuple[dict[str, np.ndarray], dict[st
         raise
     except ValueError as e:  # numpy refuses object arrays when allow_pickle=False
         raise CheckpointError(f"{path}: refused to load ({e}); files holding pickled objects are never loaded") from e
-    except (OSError, zipfile.BadZipFile, EOFError, KeyError, UnicodeDecodeError, json.JSONDecodeError) as e:
+    except (OSError, zipfile.BadZipFile, EOFError, KeyError, UnicodeDecodeError, json.JSONDecodeError,
+            NotImplementedError, RuntimeError) as e:  # zipfile raises the last two on garbled headers
         raise CheckpointError(f"{path}: truncated or corrupted file ({type(e).__name__}: {e})") from e
+    if not isinstance(header, dict) or not isinstance(header.get("meta", {}), dict):
+        raise CheckpointError(f"{path}: malformed metadata (expected a JSON object)")
     if header.get("format") != FORMAT:
         raise CheckpointError(f"{path}: format {header.get('format')!r} is not {FORMAT!r}")
     if header.get("format_version") != FORMAT_VERSION:

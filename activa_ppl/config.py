@@ -7,6 +7,7 @@ that produced it (``ActivaConfig.to_dict`` / ``ActivaConfig.from_dict``).
 from __future__ import annotations
 
 import dataclasses
+import math
 from typing import Any
 
 __all__ = ["ActivaConfig", "TrainConfig"]
@@ -67,8 +68,9 @@ class ActivaConfig:
             )
         for name in ("prior_variance", "posterior_variance", "covariance_eps", "beta"):
             value = getattr(self, name)
-            if not (isinstance(value, (int, float)) and value > 0):
-                raise ValueError(f"ActivaConfig.{name} must be a positive number, got {value!r}")
+            if isinstance(value, bool) or not isinstance(value, (int, float)) \
+                    or not math.isfinite(value) or value <= 0:
+                raise ValueError(f"ActivaConfig.{name} must be a positive finite number, got {value!r}")
 
     @classmethod
     def preset(cls, name: str, **overrides: Any) -> "ActivaConfig":

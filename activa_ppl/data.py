@@ -461,7 +461,7 @@ class InterventionalDataset:
         d = self.num_vars
         return TaskArrays(
             observational=np.repeat(self.observational[index], num_queries, axis=0),
-            interventional=self.interventional[index].reshape(num_tasks, -1, d),
+            interventional=self.interventional[index].reshape(num_tasks, self.interventional.shape[2], d),
             targets=self.targets[index].reshape(num_tasks, d).astype(np.float32),
             intervention_index=self.intervention_index[index].reshape(num_tasks).astype(np.int32),
             scm=np.repeat(index, num_queries).astype(np.int32),

@@ -37,7 +37,7 @@ def format_table(results: dict) -> str:
     return "\n".join(lines)
 
 
-def run_demo(out_dir="activa-demo", num_steps: int = 2000, num_scms: int = 3000, seed: int = 0,
+def run_demo(out_dir="activa-demo", num_steps: int = 1500, num_scms: int = 3000, seed: int = 0,
              preset: str = "small", eval_scms: int = 150, progress: bool = True) -> dict:
     """Simulate the Gauss 2 set, train ACTIVA, evaluate it against the baselines, plot.
 

@@ -2,11 +2,16 @@
 
 Saved model layout (a folder, also the layout of every model in the zoo)::
 
-    <path>/config.json   format, ActivaConfig, training summary, SHA-256 of params.npz
-    <path>/params.npz    parameters (``<module>$params/<layer>/<name>``) via activa_ppl.checkpoint
+    <path>/config.json              format, ActivaConfig, training summary, name and SHA-256
+                                    of the parameter file
+    <path>/params-<sha256[:12]>.npz parameters (``<module>$params/<layer>/<name>``), written by
+                                    :func:`activa_ppl.checkpoint.save_arrays`
 
-Saving writes a complete new folder beside the target and swaps it in, so an interrupted save
-never leaves a half-written model where a good one was.
+``config.json`` is the commit point: a save first writes the new parameter file under its own
+content-addressed name, then atomically replaces ``config.json``, then deletes parameter files
+that no longer belong to it. An interrupted save therefore always leaves a ``config.json`` that
+names a complete parameter file, the old one or the new one. Other files in the folder (a
+model card) are left alone.
 """
 
 from __future__ import annotations
@@ -15,8 +20,6 @@ import dataclasses
 import hashlib
 import json
 import os
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +28,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import traverse_util
 
-from activa_ppl.checkpoint import CheckpointError, load_arrays, save_arrays
+from activa_ppl.checkpoint import CheckpointError, atomic_write_bytes, load_arrays, save_arrays
 from activa_ppl.config import ActivaConfig
 from activa_ppl.mixture import GaussianMixture, as_prng_key
 from activa_ppl.model import MODULES, Activa, predictive_mixture
@@ -119,35 +122,44 @@ class FittedActiva:
 
     # -- persistence -----------------------------------------------------------------------------
     def save(self, path: str | os.PathLike) -> Path:
-        """Write ``config.json`` and ``params.npz`` into the folder ``path`` (replaced whole)."""
+        """Write the model into the folder ``path`` (see the module docstring for the layout)."""
         path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
+        path.mkdir(parents=True, exist_ok=True)
         flat = {k: np.asarray(v) for k, v in traverse_util.flatten_dict(self.params, sep="/").items()}
-        tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
+        config = {
+            "format": MODEL_FORMAT,
+            "format_version": MODEL_FORMAT_VERSION,
+            "model_config": self.config.to_dict(),
+            "info": self.info,
+        }
+        json.dumps(config)  # fail early, before touching the folder, if info is not JSON
+        staging = path / ".params.npz.staging"
+        new_params = None
         try:
-            save_arrays(tmp / "params.npz", flat, {"model_config": self.config.to_dict()})
-            config = {
-                "format": MODEL_FORMAT,
-                "format_version": MODEL_FORMAT_VERSION,
-                "model_config": self.config.to_dict(),
-                "info": self.info,
-                "params_sha256": _file_sha256(tmp / "params.npz"),
-            }
-            with open(tmp / "config.json", "w") as f:
-                json.dump(config, f, indent=2, sort_keys=True)
-                f.flush()
-                os.fsync(f.fileno())
-            old = None
-            if path.exists():
-                old = path.with_name(f".{path.name}.old-{os.getpid()}")
-                os.replace(path, old)
-            os.replace(tmp, path)
-            if old is not None:
-                shutil.rmtree(old, ignore_errors=True)
+            save_arrays(staging, flat, {"model_config": self.config.to_dict()})
+            digest = _file_sha256(staging)
+            new_params = path / f"params-{digest[:12]}.npz"
+            os.replace(staging, new_params)
+            config.update(params_file=new_params.name, params_sha256=digest)
+            text = json.dumps(config, indent=2, sort_keys=True).encode()
+            atomic_write_bytes(path / "config.json", lambda f: f.write(text))  # the commit point
         except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
+            staging.unlink(missing_ok=True)
+            if new_params is not None and new_params.name != _committed_params(path):
+                new_params.unlink(missing_ok=True)
             raise
+        for stale in path.glob("params-*.npz"):
+            if stale != new_params:
+                stale.unlink()
         return path
+
+
+def _committed_params(path: Path) -> str | None:
+    """The parameter file named by ``path/config.json``, if it can be read."""
+    try:
+        return json.loads((path / "config.json").read_text()).get("params_file")
+    except (OSError, ValueError, AttributeError):
+        return None
 
 
 def _file_sha256(path: Path) -> str:
@@ -166,16 +178,24 @@ def load(path: str | os.PathLike) -> FittedActiva:
             not fit the configuration.
     """
     path = Path(path)
-    config_path, params_path = path / "config.json", path / "params.npz"
-    if not config_path.is_file() or not params_path.is_file():
-        raise CheckpointError(f"{path}: not a saved ACTIVA model (needs config.json and params.npz)")
+    config_path = path / "config.json"
+    if not config_path.is_file():
+        raise CheckpointError(f"{path}: not a saved ACTIVA model (no config.json)")
     try:
         config = json.loads(config_path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise CheckpointError(f"{config_path}: not valid JSON ({e})") from e
-    if config.get("format") != MODEL_FORMAT or config.get("format_version") != MODEL_FORMAT_VERSION:
-        raise CheckpointError(f"{config_path}: unsupported format {config.get('format')!r} "
-                              f"version {config.get('format_version')!r}")
+    if not isinstance(config, dict) or config.get("format") != MODEL_FORMAT \
+            or config.get("format_version") != MODEL_FORMAT_VERSION:
+        found = (config.get("format"), config.get("format_version")) if isinstance(config, dict) else None
+        raise CheckpointError(f"{config_path}: not an ACTIVA model of a supported format and version "
+                              f"(found {found}, expected {(MODEL_FORMAT, MODEL_FORMAT_VERSION)})")
+    params_name = config.get("params_file")
+    if not isinstance(params_name, str) or Path(params_name).name != params_name:
+        raise CheckpointError(f"{config_path}: invalid params_file entry {params_name!r}")
+    params_path = path / params_name
+    if not params_path.is_file():
+        raise CheckpointError(f"{params_path}: missing (named by {config_path})")
     if _file_sha256(params_path) != config.get("params_sha256"):
         raise CheckpointError(f"{params_path}: SHA-256 differs from config.json; the file is corrupted")
     arrays, _ = load_arrays(params_path)

@@ -12,6 +12,8 @@ The loss that SVI reports is then the β-weighted one; use β = 1 (no handler) f
 
 from __future__ import annotations
 
+import numbers
+
 from numpyro.primitives import Messenger
 
 __all__ = ["beta_kl"]
@@ -29,7 +31,7 @@ class beta_kl(Messenger):
     """
 
     def __init__(self, fn=None, beta: float = 1.0):
-        if not (isinstance(beta, (int, float)) and beta > 0):
+        if isinstance(beta, bool) or not isinstance(beta, numbers.Real) or not beta > 0:
             raise ValueError(f"beta_kl: beta must be a positive number, got {beta!r}")
         self.beta = float(beta)
         super().__init__(fn)

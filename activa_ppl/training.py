@@ -175,7 +175,9 @@ def train(
         config: the full training configuration (defaults: ``TrainConfig()``).
         workdir: folder for ``checkpoint.npz`` and ``metrics.jsonl``; ``None`` keeps nothing
             on disk.
-        resume: continue from ``workdir/checkpoint.npz`` if present.
+        resume: continue from ``workdir/checkpoint.npz`` if present. The checkpoint must come
+            from the same model and training configuration; only ``num_steps`` may differ, so a
+            finished run can be extended.
         progress: show a progress bar.
 
     Returns:
@@ -222,10 +224,13 @@ def train(
         "train_config": config.to_dict(),
         "dataset": data.metadata,
     }
+    if workdir is not None:
+        workdir.mkdir(parents=True, exist_ok=True)
     if ckpt_path is not None and resume and ckpt_path.exists():
         arrays, meta = load_arrays(ckpt_path)
-        if meta.get("model_config") != meta_base["model_config"] or \
-                meta.get("train_config") != meta_base["train_config"]:
+        same_run = {k: v for k, v in config.to_dict().items() if k != "num_steps"}
+        saved_run = {k: v for k, v in meta.get("train_config", {}).items() if k != "num_steps"}
+        if meta.get("model_config") != meta_base["model_config"] or saved_run != same_run:
             raise CheckpointError(
                 f"{ckpt_path}: written by a run with a different configuration; "
                 "use another workdir or resume=False"
@@ -235,6 +240,8 @@ def train(
         best_params = _unflatten({k[5:]: v for k, v in arrays.items() if k.startswith("best/")})
         step, best_step, best_nll = meta["step"], meta["best_step"], meta["best_nll"]
         _truncate_metrics(metrics_path, step)
+    elif metrics_path is not None and metrics_path.exists():
+        metrics_path.unlink()  # a fresh run starts a fresh log
 
     start = time.perf_counter()
     bar = tqdm(total=config.num_steps, initial=step, disable=not progress, desc="ACTIVA SVI",
@@ -266,6 +273,10 @@ def train(
                 "elapsed_s": round(time.perf_counter() - start, 3),
             }
             if ckpt_path is not None:
+                # Metrics first: a kill before the checkpoint lands leaves a line past the
+                # checkpoint, which a resumed run drops and rewrites (_truncate_metrics).
+                with open(metrics_path, "a") as f:
+                    f.write(json.dumps(record) + "\n")
                 leaves = jax.tree_util.tree_leaves(state)
                 arrays = {f"state/{i:04d}": np.asarray(x) for i, x in enumerate(leaves)}
                 arrays.update({f"best/{k}": v for k, v in _flatten(best_params).items()})
@@ -273,8 +284,6 @@ def train(
                     **meta_base, "step": step, "best_step": best_step, "best_nll": best_nll,
                     "num_state_leaves": len(leaves),
                 })
-                with open(metrics_path, "a") as f:
-                    f.write(json.dumps(record) + "\n")
             bar.update(length)
             bar.set_postfix(loss=f"{record['train_loss_per_sample']:.3f}", valid_nll=f"{nll:.3f}")
     finally:

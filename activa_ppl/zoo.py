@@ -29,7 +29,7 @@ def available_models() -> dict[str, Path]:
     found: dict[str, Path] = {}
     for root in model_dirs():
         for child in sorted(root.iterdir()):
-            if (child / "config.json").is_file() and (child / "params.npz").is_file():
+            if (child / "config.json").is_file():
                 found.setdefault(child.name, child)
     return found
 

@@ -4,7 +4,7 @@
   so results do not depend on whether the machine has an accelerator.
 * Randomness is explicit: tests draw from the ``rng`` (``numpy.random.Generator``) and ``key``
   (JAX PRNG key) fixtures, or create their own seeded generators. Nothing seeds or reads the
-  global ``numpy.random`` state.
+  global ``numpy.random`` state, and an autouse guard fails any test that changes it.
 * No global state is modified: jax configuration is left at its defaults (no x64, no
   compilation cache), and expensive objects shared between tests are immutable (frozen
   configs, jax arrays, params pytrees that nobody mutates).
@@ -20,6 +20,20 @@ import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
+
+# In case a plugin imported jax before this file ran (the variable is then read too late).
+jax.config.update("jax_platforms", "cpu")
+
+
+@pytest.fixture(autouse=True)
+def _global_numpy_rng_untouched():
+    """Guard: no test (and no library code it calls) draws from the global numpy RNG, whose
+    state would make results depend on test order."""
+    before = np.random.get_state()
+    yield
+    after = np.random.get_state()
+    assert before[0] == after[0] and np.array_equal(before[1], after[1]) and \
+        before[2:] == after[2:], "the global numpy.random state was used; draw from a Generator"
 
 
 @pytest.fixture

@@ -74,7 +74,7 @@ def test_demo_smoke(tmp_path, capsys):
                  "--preset", "tiny", "--quiet"]) == 0
     printed = capsys.readouterr().out
     assert "Gaussian Cond." in printed and "ACTIVA" in printed
-    for name in ("demo.png", "results.json", "results.md", "model/config.json", "model/params.npz"):
+    for name in ("demo.png", "results.json", "results.md", "model/config.json"):
         assert (tmp_path / name).is_file()
     assert (tmp_path / "demo.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 

@@ -67,9 +67,9 @@ def _inputs(rng, q, n, d):
     return obs, targets, index, inter, z
 
 
-def _run(activa, params, inputs, key=jax.random.PRNGKey(3)):
+def _run(activa, params, inputs, seed=3):
     obs, targets, index, inter, z = inputs
-    out = forward(activa, params, key, jnp.asarray(obs), jnp.asarray(targets), jnp.asarray(index),
+    out = forward(activa, params, jax.random.PRNGKey(seed), jnp.asarray(obs), jnp.asarray(targets), jnp.asarray(index),
                   jnp.asarray(inter), jnp.asarray(z), NUM_LATENTS)
     return {k: np.asarray(v) for k, v in out.items()}
 

@@ -19,14 +19,13 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
 
 import activa_ppl as ap
 from activa_ppl.checkpoint import CheckpointError, load_arrays
 from activa_ppl.config import TrainConfig
-from activa_ppl.training import CHECKPOINT_NAME, METRICS_NAME, _task_arrays, validation_nll
+from activa_ppl.training import CHECKPOINT_NAME, METRICS_NAME, task_arrays, validation_nll
 
 DATA_KW = dict(num_scms=200, num_vars=2, num_samples=30, seed=0)
 CONFIG = TrainConfig(num_steps=200, eval_every=50, batch_size=32, seed=0, num_validation_tasks=40)
@@ -173,7 +172,7 @@ def test_best_params_have_lowest_valid_nll(runs, tiny_activa, data):
     valid = data.tasks("valid")
     num_valid = min(CONFIG.num_validation_tasks, len(valid.scm))
     pick = np.random.default_rng(CONFIG.seed).permutation(len(valid.scm))[:num_valid]
-    arrs = tuple(a[pick] for a in _task_arrays(valid))
+    arrs = tuple(a[pick] for a in task_arrays(valid))
     valid_key = jax.random.split(jax.random.PRNGKey(CONFIG.seed), 3)[1]
     nll = float(validation_nll(tiny_activa, runs.full.params, valid_key, *arrs[:3],
                                tiny_activa.config.num_validation_latents, arrs[3]))
@@ -215,10 +214,6 @@ def test_resume_after_sigkill_is_bit_identical(runs):
         assert r["train_loss_per_sample"] == full[r["step"]]["train_loss_per_sample"]
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
-    "BUG: training.train writes the checkpoint (save_arrays) BEFORE appending the metrics line; "
-    "a kill between the two loses that step's metrics line for good (resume starts after it). "
-    "Append the metrics line first: _truncate_metrics already drops lines past the checkpoint."))
 def test_resume_keeps_every_metrics_line(runs):
     assert [r["step"] for r in _metrics(runs.killed_dir)] == [50, 100, 150, 200]
 
@@ -255,12 +250,6 @@ def test_train_rejects_more_interventions_than_the_model(tiny_activa, data):
         ap.train(tiny_activa, wider, num_steps=1, progress=False)
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
-    "BUG: an empty 'valid' split never reaches train's own check ('the dataset needs non-empty "
-    "'train' and 'valid' splits'): InterventionalDataset.tasks (activa_ppl/data.py, "
-    "`self.interventional[index].reshape(num_tasks, -1, d)`) raises 'cannot reshape array of "
-    "size 0' first. Fix: reshape(num_tasks, self.interventional.shape[2], d) in data.tasks, or "
-    "count the split's SCMs in train before calling data.tasks."))
 def test_train_needs_a_validation_split(tiny_activa):
     data = ap.simulate.linear_dataset(num_scms=10, num_vars=2, num_samples=5, seed=0,
                                       split_fractions=(1.0, 0.0, 0.0))
