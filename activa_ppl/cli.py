@@ -116,7 +116,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("demo", help="simulate Gauss 2, train a small model (~2 min), evaluate, plot")
     p.add_argument("--out", default="activa-demo", help="output folder (default: activa-demo)")
-    p.add_argument("--steps", type=int, default=1500, help="SVI steps (default: 1500)")
+    p.add_argument("--steps", type=int, default=1200, help="SVI steps (default: 1200)")
     p.add_argument("--num-scms", type=int, default=3000)
     p.add_argument("--eval-scms", type=int, default=150, help="test SCMs evaluated (default 150)")
     p.add_argument("--preset", default="small", choices=["tiny", "small", "paper"])

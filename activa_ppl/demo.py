@@ -37,7 +37,7 @@ def format_table(results: dict) -> str:
     return "\n".join(lines)
 
 
-def run_demo(out_dir="activa-demo", num_steps: int = 1500, num_scms: int = 3000, seed: int = 0,
+def run_demo(out_dir="activa-demo", num_steps: int = 1200, num_scms: int = 3000, seed: int = 0,
              preset: str = "small", eval_scms: int = 150, progress: bool = True) -> dict:
     """Simulate the Gauss 2 set, train ACTIVA, evaluate it against the baselines, plot.
 
@@ -51,7 +51,7 @@ def run_demo(out_dir="activa-demo", num_steps: int = 1500, num_scms: int = 3000,
     print(f"simulated {data!r} in {time.perf_counter() - t0:.1f} s")
     model = Activa(ActivaConfig.preset(preset))
     t0 = time.perf_counter()
-    fitted = train(model, data, num_steps=num_steps, seed=seed, eval_every=max(1, num_steps // 8),
+    fitted = train(model, data, num_steps=num_steps, seed=seed, eval_every=min(200, num_steps),
                    batch_size=32, workdir=out / "run", resume=False, progress=progress)
     train_s = time.perf_counter() - t0
     print(f"trained {num_steps} steps in {train_s:.0f} s; best validation NLL "
