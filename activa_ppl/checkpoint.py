@@ -25,7 +25,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
-__all__ = ["CheckpointError", "save_arrays", "load_arrays", "atomic_write_bytes", "array_digest"]
+__all__ = ["CheckpointError", "save_arrays", "load_arrays", "atomic_write_bytes", "array_digest", "file_sha256"]
 
 FORMAT = "activa_ppl.arrays"
 FORMAT_VERSION = 1
@@ -45,6 +45,15 @@ def array_digest(arrays: Mapping[str, np.ndarray]) -> str:
         digest.update(str(a.dtype).encode())
         digest.update(repr(a.shape).encode())
         digest.update(a.tobytes())
+    return digest.hexdigest()
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    """SHA-256 of a file's bytes (read in 1 MiB blocks)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
     return digest.hexdigest()
 
 

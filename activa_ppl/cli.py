@@ -55,7 +55,7 @@ def _resolve_model(name_or_path: str):
     return load_pretrained(name_or_path)
 
 
-def read_csv(path) -> "pandas.DataFrame":
+def read_csv(path):
     """Read a CSV of observational samples (header row of variable names) with clear errors."""
     import pandas as pd
 

@@ -16,16 +16,16 @@ Datasets are stored on disk without pickle as a directory holding ``data.npz`` (
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import os
 import re
-import tempfile
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import IO, Any, NamedTuple
 
 import networkx as nx
 import numpy as np
+
+from activa_ppl.checkpoint import atomic_write_bytes, file_sha256
 
 __all__ = [
     "FORMAT_NAME",
@@ -97,6 +97,12 @@ def _readonly(array: np.ndarray) -> np.ndarray:
     return view
 
 
+def _expect_shape(name: str, array: np.ndarray, shape: tuple, symbolic: str) -> None:
+    """Raise a ValueError naming the field unless ``array.shape == shape``."""
+    if array.shape != tuple(shape):
+        raise ValueError(f"{name} must have shape {symbolic} = {tuple(shape)}, got {_shape_str(array)}")
+
+
 def _shape_str(array: np.ndarray) -> str:
     return str(tuple(int(n) for n in array.shape))
 
@@ -136,40 +142,6 @@ def _json_normalise(name: str, value: Any) -> Any:
         return json.loads(json.dumps(value, allow_nan=False))
     except (TypeError, ValueError) as err:
         raise ValueError(f"{name} must be JSON-serialisable (no NaN/inf): {err}") from err
-
-
-def _sha256_file(path: str, chunk_size: int = 1 << 20) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while chunk := handle.read(chunk_size):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
-def _atomic_write(path: str, write: Callable[[IO[bytes]], None]) -> None:
-    """Write ``path`` atomically: temp file in the same directory, flush + fsync, ``os.replace``."""
-    directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp_path = tempfile.mkstemp(dir=directory, prefix=".tmp-" + os.path.basename(path) + "-")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            write(handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp_path, path)
-    except BaseException:
-        if os.path.exists(tmp_path):
-            os.unlink(tmp_path)
-        raise
-    try:  # Persist the rename itself (POSIX); not possible everywhere, hence best effort.
-        dir_fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(dir_fd)
-    except OSError:
-        pass
-    finally:
-        os.close(dir_fd)
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -233,38 +205,22 @@ class InterventionalDataset:
         num_queries = inter.shape[1]
 
         targets = _as_binary("targets", self.targets, np.bool_)
-        if targets.shape != (num_scms, num_queries, d):
-            raise ValueError(
-                f"targets must have shape (S, M, d) = {(num_scms, num_queries, d)}, "
-                f"got {_shape_str(targets)}"
-            )
+        _expect_shape("targets", targets, (num_scms, num_queries, d), "(S, M, d)")
 
         index = np.asarray(self.intervention_index)
         if index.dtype.kind not in "iu" and not (index.size == 0 and index.dtype.kind == "f"):
             raise ValueError(f"intervention_index must be an integer array, got dtype {index.dtype}")
         index = index.astype(np.int32, copy=False)
-        if index.shape != (num_scms, num_queries):
-            raise ValueError(
-                f"intervention_index must have shape (S, M) = {(num_scms, num_queries)}, "
-                f"got {_shape_str(index)}"
-            )
+        _expect_shape("intervention_index", index, (num_scms, num_queries), "(S, M)")
 
         values = np.asarray(self.intervention_values)
         if values.dtype.kind not in "biuf":
             raise ValueError(f"intervention_values must be numeric, got dtype {values.dtype}")
         values = values.astype(np.float32, copy=False)
-        if values.shape != (num_scms, num_queries):
-            raise ValueError(
-                f"intervention_values must have shape (S, M) = {(num_scms, num_queries)}, "
-                f"got {_shape_str(values)}"
-            )
+        _expect_shape("intervention_values", values, (num_scms, num_queries), "(S, M)")
 
         adjacency = _as_binary("adjacency", self.adjacency, np.int8)
-        if adjacency.shape != (num_scms, d, d):
-            raise ValueError(
-                f"adjacency must have shape (S, d, d) = {(num_scms, d, d)}, "
-                f"got {_shape_str(adjacency)}"
-            )
+        _expect_shape("adjacency", adjacency, (num_scms, d, d), "(S, d, d)")
 
         split = np.asarray(self.split)
         if split.dtype.kind not in "iu" and not (split.size == 0 and split.dtype.kind == "f"):
@@ -492,13 +448,13 @@ class InterventionalDataset:
         def write_npz(handle: IO[bytes]) -> None:
             np.savez(handle, **{key: np.ascontiguousarray(value) for key, value in arrays.items()})
 
-        _atomic_write(data_path, write_npz)
+        atomic_write_bytes(data_path, write_npz)
         manifest = {
             "format": FORMAT_NAME,
             "format_version": FORMAT_VERSION,
             "library_version": library_version(),
             "data_file": _DATA_FILE,
-            "sha256": _sha256_file(data_path),
+            "sha256": file_sha256(data_path),
             "num_scms": self.num_scms,
             "num_queries": self.num_queries,
             "num_vars": self.num_vars,
@@ -512,7 +468,7 @@ class InterventionalDataset:
             "metadata": self.metadata,
         }
         text = json.dumps(manifest, indent=2, allow_nan=False) + "\n"
-        _atomic_write(os.path.join(directory, _MANIFEST_FILE), lambda h: h.write(text.encode("utf-8")))
+        atomic_write_bytes(os.path.join(directory, _MANIFEST_FILE), lambda h: h.write(text.encode("utf-8")))
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> InterventionalDataset:
@@ -547,7 +503,7 @@ class InterventionalDataset:
         for key in ("sha256", "arrays", "num_interventions", "variable_names", "metadata", "extras"):
             if key not in manifest:
                 raise ValueError(f"{manifest_path!r} lacks the field {key!r}")
-        digest = _sha256_file(data_path)
+        digest = file_sha256(data_path)
         if digest != manifest["sha256"]:
             raise ValueError(
                 f"checksum mismatch for {data_path!r}: sha256 {digest} != manifest {manifest['sha256']}"

@@ -17,7 +17,6 @@ model card) are left alone.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import os
 from pathlib import Path
@@ -28,10 +27,10 @@ import jax.numpy as jnp
 import numpy as np
 from flax import traverse_util
 
-from activa_ppl.checkpoint import CheckpointError, atomic_write_bytes, load_arrays, save_arrays
+from activa_ppl.checkpoint import CheckpointError, atomic_write_bytes, file_sha256, load_arrays, save_arrays
 from activa_ppl.config import ActivaConfig
 from activa_ppl.mixture import GaussianMixture, as_prng_key
-from activa_ppl.model import MODULES, Activa, predictive_mixture
+from activa_ppl.model import Activa, predictive_mixture
 from activa_ppl.validation import as_observations, check_intervention_index, resolve_targets
 
 __all__ = ["FittedActiva", "load"]
@@ -137,7 +136,7 @@ class FittedActiva:
         new_params = None
         try:
             save_arrays(staging, flat, {"model_config": self.config.to_dict()})
-            digest = _file_sha256(staging)
+            digest = file_sha256(staging)
             new_params = path / f"params-{digest[:12]}.npz"
             os.replace(staging, new_params)
             config.update(params_file=new_params.name, params_sha256=digest)
@@ -160,14 +159,6 @@ def _committed_params(path: Path) -> str | None:
         return json.loads((path / "config.json").read_text()).get("params_file")
     except (OSError, ValueError, AttributeError):
         return None
-
-
-def _file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def load(path: str | os.PathLike) -> FittedActiva:
@@ -196,7 +187,7 @@ def load(path: str | os.PathLike) -> FittedActiva:
     params_path = path / params_name
     if not params_path.is_file():
         raise CheckpointError(f"{params_path}: missing (named by {config_path})")
-    if _file_sha256(params_path) != config.get("params_sha256"):
+    if file_sha256(params_path) != config.get("params_sha256"):
         raise CheckpointError(f"{params_path}: SHA-256 differs from config.json; the file is corrupted")
     arrays, _ = load_arrays(params_path)
     try:
@@ -208,21 +199,9 @@ def load(path: str | os.PathLike) -> FittedActiva:
     return FittedActiva(activa=activa, params=params, info=config.get("info", {}))
 
 
-def expected_param_shapes(activa: Activa, num_vars: int = 2, num_samples: int = 4):
-    """Parameter shapes of ``activa`` (from an abstract initialisation; nothing is computed)."""
-    cfg = activa.config
-    obs = jnp.zeros((1, num_samples, num_vars))
-    rep = jnp.zeros((1, num_samples, num_vars, cfg.num_interventions))
-    h = jnp.zeros((1, num_vars, cfg.embed_dim))
-    inputs = {
-        "obs_embedding": (obs, rep), "int_embedding": (obs, rep), "prior": (h,),
-        "decoder": (jnp.zeros((1, num_vars)),), "posterior": (h, h),
-    }
-    key = jax.random.PRNGKey(0)
-    return {
-        f"{name}$params": jax.eval_shape(lambda: activa.modules[name].init(key, *inputs[name])["params"])
-        for name in MODULES
-    }
+def expected_param_shapes(activa: Activa):
+    """Parameter shapes of ``activa`` (abstract initialisation: nothing is computed)."""
+    return jax.eval_shape(activa.init_params, jax.random.PRNGKey(0))
 
 
 def _check_params(activa: Activa, params, path) -> None:

@@ -161,6 +161,26 @@ class Activa:
         model, guide = self.scaled()
         return numpyro.infer.SVI(model, guide, optimizer, self.elbo(), subsample_size=subsample_size)
 
+    # -- parameters ------------------------------------------------------------------------------
+    def init_params(self, key, num_vars: int = 2, num_samples: int = 4) -> dict:
+        """Fresh parameters ``{"<module>$params": ...}``, the layout of ``svi.get_params``.
+
+        Every module is initialised on dummy inputs of ``num_vars`` variables and ``num_samples``
+        samples; the parameter shapes depend on neither (the networks take any d and N).
+        Wrap in ``jax.eval_shape`` for shapes only.
+        """
+        cfg = self.config
+        obs = jnp.zeros((1, num_samples, num_vars))
+        rep = jnp.zeros((1, num_samples, num_vars, cfg.num_interventions))
+        h = jnp.zeros((1, num_vars, cfg.embed_dim))
+        inputs = {
+            "obs_embedding": (obs, rep), "int_embedding": (obs, rep), "prior": (h,),
+            "decoder": (jnp.zeros((1, num_vars)),), "posterior": (h, h),
+        }
+        keys = jax.random.split(key, len(MODULES))
+        return {f"{name}$params": self.modules[name].init(k, *inputs[name])["params"]
+                for name, k in zip(MODULES, keys)}
+
     # -- prediction ------------------------------------------------------------------------------
     def apply(self, params, name: str, *args):
         """Apply Flax module ``name`` with the SVI params dict (keys ``<name>$params``)."""

@@ -32,7 +32,7 @@ from flax import traverse_util
 from tqdm.auto import tqdm
 
 from activa_ppl.checkpoint import CheckpointError, load_arrays, save_arrays
-from activa_ppl.config import ActivaConfig, TrainConfig
+from activa_ppl.config import TrainConfig
 from activa_ppl.data import InterventionalDataset
 from activa_ppl.fitted import FittedActiva
 from activa_ppl.model import Activa, predictive_arrays

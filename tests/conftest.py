@@ -66,28 +66,8 @@ def make_tasks(rng: np.random.Generator, num_tasks: int, num_obs: int, num_vars:
 
 def init_params(activa, key: jax.Array, num_vars: int = 2, num_obs: int = 6,
                 abstract: bool = False):
-    """SVI parameters ``{"<module>$params": ...}`` of ``activa``, initialised at d = ``num_vars``.
-
-    Each Flax module is initialised on dummy inputs of the given size, all in one compiled call
-    (the same layout as ``svi.get_params`` and :func:`activa_ppl.fitted.expected_param_shapes`).
-    ``abstract=True`` returns only shapes and dtypes (``jax.eval_shape``, nothing is compiled).
-    """
-    from activa_ppl.model import MODULES
-
-    cfg = activa.config
-    obs = jnp.zeros((1, num_obs, num_vars))
-    rep = jnp.zeros((1, num_obs, num_vars, cfg.num_interventions))
-    h = jnp.zeros((1, num_vars, cfg.embed_dim))
-    inputs = {
-        "obs_embedding": (obs, rep), "int_embedding": (obs, rep), "prior": (h,),
-        "decoder": (jnp.zeros((1, num_vars)),), "posterior": (h, h),
-    }
-
-    def init(k):
-        keys = jax.random.split(k, len(MODULES))
-        return {f"{name}$params": activa.modules[name].init(sub, *inputs[name])["params"]
-                for name, sub in zip(MODULES, keys)}
-
+    """:meth:`Activa.init_params`, compiled (``abstract=True``: shapes only, nothing compiled)."""
+    init = lambda k: activa.init_params(k, num_vars=num_vars, num_samples=num_obs)
     return jax.eval_shape(init, key) if abstract else jax.jit(init)(key)
 
 
