@@ -47,6 +47,13 @@ def decoded_distribution(logits, locs, covariances) -> dist.Distribution:
     return dist.MixtureSameFamily(dist.Categorical(logits=logits), components)
 
 
+def _as_device(observational, targets, intervention_index, interventional):
+    """The task arrays as JAX arrays (NumPy inputs cannot be indexed by a traced subsample)."""
+    return (jnp.asarray(observational, jnp.float32), jnp.asarray(targets, jnp.float32),
+            jnp.asarray(intervention_index, jnp.int32),
+            None if interventional is None else jnp.asarray(interventional, jnp.float32))
+
+
 @contextlib.contextmanager
 def _task_plate(num_tasks: int, subsample_size, total_tasks):
     """The ``tasks`` plate, scaled to ``total_tasks`` when the inputs are a pre-drawn minibatch."""
@@ -105,6 +112,8 @@ class Activa:
     def model(self, observational, targets, intervention_index, interventional=None, *,
               subsample_size=None, num_samples=1, total_tasks=None):
         cfg = self.config
+        observational, targets, intervention_index, interventional = _as_device(
+            observational, targets, intervention_index, interventional)
         num_tasks, num_obs, _ = observational.shape
         with _task_plate(num_tasks, subsample_size, total_tasks) as idx:
             obs = observational[idx]  # (B, N_obs, d)
@@ -129,6 +138,8 @@ class Activa:
         if interventional is None:
             raise ValueError("Activa.guide needs the interventional samples (the encoder's input)")
         cfg = self.config
+        observational, targets, intervention_index, interventional = _as_device(
+            observational, targets, intervention_index, interventional)
         num_tasks, num_obs, _ = observational.shape
         with _task_plate(num_tasks, subsample_size, total_tasks) as idx:
             obs, v = observational[idx], interventional[idx]

@@ -19,6 +19,7 @@ import pytest
 from numpyro import handlers
 from numpyro.infer import Trace_ELBO
 
+import activa_ppl as ap
 from activa_ppl.handlers import beta_kl
 from activa_ppl.interventions import intervention_representation
 from activa_ppl.model import decoded_distribution, predictive_arrays, prior_distribution
@@ -355,3 +356,17 @@ def test_decoded_and_prior_distribution_shapes():
     covs = jnp.broadcast_to(jnp.eye(2), (3, 4, 2, 2))
     q = decoded_distribution(logits, locs, covs)
     assert q.batch_shape == (3,) and q.event_shape == (2,)
+
+
+def test_svi_run_minibatches_the_whole_training_set(tiny_activa):
+    """The user-facing NumPyro loop: svi.run over all tasks with a subsampled plate."""
+    data = ap.simulate.linear_dataset(num_scms=60, num_vars=2, num_samples=20, seed=3)
+    tasks = data.tasks("train")
+    arrays = (tasks.observational, tasks.targets, tasks.intervention_index, tasks.interventional)
+    svi = tiny_activa.svi(numpyro.optim.Adam(3e-3), subsample_size=8)
+    result = svi.run(jax.random.PRNGKey(0), 60, *arrays, progress_bar=False)
+    losses = np.asarray(result.losses)
+    assert losses.shape == (60,) and np.all(np.isfinite(losses))
+    assert losses[-10:].mean() < losses[:10].mean()
+    assert set(result.params) == {f"{m}$params" for m in ("obs_embedding", "prior", "decoder",
+                                                           "int_embedding", "posterior")}
