@@ -9,6 +9,12 @@ parameters are kept, a checkpoint is written atomically and a JSON line is appen
 uninterrupted run with the same seed: all randomness comes from the PRNG key inside the SVI
 state, which is checkpointed with it.
 
+Each ``metrics.jsonl`` line holds ``step``; ``train_loss_per_sample``, the chunk's mean
+β-weighted negative ELBO (the SVI loss) divided by the number of training tasks and of
+interventional samples per task; ``valid_nll``, the mean NLL per held-out interventional sample
+under the prior-predictive mixture; ``best_valid_nll`` and ``best_step``; and ``elapsed_s``,
+training wall time summed over resumed runs.
+
 Users who want the plain NumPyro loop call ``activa.svi(optimizer, subsample_size=B).run(...)``
 themselves (see the "Training your own" tutorial).
 """
@@ -214,7 +220,7 @@ def train(
     svi, valid_key = chunks.svi, chunks.valid_key
     state = chunks.init(*train_arrays)
 
-    step, best_step, best_nll = 0, -1, math.inf
+    step, best_step, best_nll, elapsed_before = 0, -1, math.inf, 0.0
     best_params = svi.get_params(state)
     workdir = Path(workdir) if workdir is not None else None
     ckpt_path = workdir / CHECKPOINT_NAME if workdir else None
@@ -239,6 +245,7 @@ def train(
         state = _restore_state(state, leaves, ckpt_path)
         best_params = _unflatten({k[5:]: v for k, v in arrays.items() if k.startswith("best/")})
         step, best_step, best_nll = meta["step"], meta["best_step"], meta["best_nll"]
+        elapsed_before = float(meta.get("elapsed_s", 0.0))
         _truncate_metrics(metrics_path, step)
     elif metrics_path is not None and metrics_path.exists():
         metrics_path.unlink()  # a fresh run starts a fresh log
@@ -270,7 +277,7 @@ def train(
                 "valid_nll": nll,
                 "best_valid_nll": best_nll,
                 "best_step": best_step,
-                "elapsed_s": round(time.perf_counter() - start, 3),
+                "elapsed_s": round(elapsed_before + time.perf_counter() - start, 3),
             }
             if ckpt_path is not None:
                 # Metrics first: a kill before the checkpoint lands leaves a line past the
@@ -282,7 +289,7 @@ def train(
                 arrays.update({f"best/{k}": v for k, v in _flatten(best_params).items()})
                 save_arrays(ckpt_path, arrays, {
                     **meta_base, "step": step, "best_step": best_step, "best_nll": best_nll,
-                    "num_state_leaves": len(leaves),
+                    "num_state_leaves": len(leaves), "elapsed_s": record["elapsed_s"],
                 })
             bar.update(length)
             bar.set_postfix(loss=f"{record['train_loss_per_sample']:.3f}", valid_nll=f"{nll:.3f}")
@@ -294,7 +301,7 @@ def train(
         "best_valid_nll": best_nll,
         "train_config": config.to_dict(),
         "dataset": data.metadata,
-        "wall_time_s": round(time.perf_counter() - start, 1),
+        "wall_time_s": round(elapsed_before + time.perf_counter() - start, 1),
     }
     return FittedActiva(activa=activa, params=best_params, info=info)
 
