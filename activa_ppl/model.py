@@ -111,6 +111,12 @@ class Activa:
     # -- the generative model p(V, z | D_obs, do) = p_γ(V | z) p_η(z | D_obs, do) ----------------
     def model(self, observational, targets, intervention_index, interventional=None, *,
               subsample_size=None, num_samples=1, total_tasks=None):
+        """p(V, z | D_obs, do) = p_γ(V | z) p_η(z | D_obs, do) for every task (Eq. 4).
+
+        Sample sites: ``z`` (batch: tasks, event ``(d,)``) and ``interventional`` (batch: tasks,
+        event ``(N_int, d)``; observed when ``interventional`` is given). Arguments: see
+        :class:`Activa`.
+        """
         cfg = self.config
         observational, targets, intervention_index, interventional = _as_device(
             observational, targets, intervention_index, interventional)
@@ -134,6 +140,11 @@ class Activa:
     # -- the encoder q_φ(z | D_int, D_obs, do), the guide ------------------------------------------
     def guide(self, observational, targets, intervention_index, interventional=None, *,
               subsample_size=None, num_samples=1, total_tasks=None):
+        """q_φ(z | D_int, D_obs, do) = N(μ_φ, 0.1·I) for every task: the encoder, as the guide.
+
+        Sample site ``z`` (batch: tasks, event ``(d,)``). Arguments: see :class:`Activa`;
+        ``interventional`` is required.
+        """
         del num_samples
         if interventional is None:
             raise ValueError("Activa.guide needs the interventional samples (the encoder's input)")
