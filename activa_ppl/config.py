@@ -119,7 +119,11 @@ class TrainConfig:
         num_steps: total SVI steps (one step = one minibatch of ``batch_size`` tasks).
         batch_size: tasks per step (the ``subsample_size`` of the ``tasks`` plate).
         learning_rate: Adam step size (paper: 5e-4).
-        clip_norm: global gradient-norm clip (``None`` disables clipping).
+        clip_norm: global gradient-norm clip (``None`` disables clipping). The SVI loss is
+            scaled to the whole training set (``total_tasks``), so its gradient norm is large
+            and the default clip is active on almost every step: Adam then sees
+            norm-``clip_norm`` gradients, which kept early training (decoder covariances far
+            from the data) stable in our runs. The paper does not state a clip for ACTIVA.
         eval_every: steps per compiled chunk; validation NLL and a checkpoint follow each chunk.
         num_validation_tasks: validation tasks used for the NLL (a fixed, seeded subset).
         seed: the root PRNG seed of the run.
