@@ -140,6 +140,8 @@ def _with(obs, row, col, value):
     (lambda o: o[:0], "at least 2"),
     (lambda o: o.astype(str), "numbers"),
     (lambda o: o.astype(complex), "complex"),
+    (lambda o: o[:, :0], "no variables"),
+    (lambda o: _with(o, 2, 1, 1e30), "magnitude"),
 ])
 def test_predict_rejects_bad_obs(tiny_fitted, obs, bad, match):
     with pytest.raises(ValueError, match=match):
