@@ -124,7 +124,7 @@ class FittedActiva:
         """Write the model into the folder ``path`` (see the module docstring for the layout)."""
         path = Path(path)
         path.mkdir(parents=True, exist_ok=True)
-        flat = {k: np.asarray(v) for k, v in traverse_util.flatten_dict(self.params, sep="/").items()}
+        flat = flatten_params(self.params)
         config = {
             "format": MODEL_FORMAT,
             "format_version": MODEL_FORMAT_VERSION,
@@ -194,9 +194,19 @@ def load(path: str | os.PathLike) -> FittedActiva:
         activa = Activa(ActivaConfig.from_dict(config["model_config"]))
     except (TypeError, ValueError, KeyError) as e:
         raise CheckpointError(f"{config_path}: invalid model_config ({e})") from e
-    params = traverse_util.unflatten_dict({k: jnp.asarray(v) for k, v in arrays.items()}, sep="/")
+    params = unflatten_params(arrays)
     _check_params(activa, params, path)
     return FittedActiva(activa=activa, params=params, info=config.get("info", {}))
+
+
+def flatten_params(params) -> dict[str, np.ndarray]:
+    """``{"<module>$params": {...}}`` → ``{"<module>$params/<layer>/<name>": array}`` (NumPy)."""
+    return {k: np.asarray(v) for k, v in traverse_util.flatten_dict(params, sep="/").items()}
+
+
+def unflatten_params(flat: dict[str, np.ndarray]) -> dict:
+    """Inverse of :func:`flatten_params` (JAX arrays)."""
+    return traverse_util.unflatten_dict({k: jnp.asarray(v) for k, v in flat.items()}, sep="/")
 
 
 def expected_param_shapes(activa: Activa):

@@ -34,14 +34,13 @@ import jax.numpy as jnp
 import numpy as np
 import numpyro
 import optax
-from flax import traverse_util
 from tqdm.auto import tqdm
 
 from activa_ppl.checkpoint import CheckpointError, load_arrays, save_arrays
 from activa_ppl.config import TrainConfig
 from activa_ppl.data import InterventionalDataset
-from activa_ppl.fitted import FittedActiva
-from activa_ppl.model import Activa, predictive_arrays
+from activa_ppl.fitted import FittedActiva, flatten_params, unflatten_params
+from activa_ppl.model import Activa, decoded_distribution, predictive_arrays
 
 __all__ = ["train", "make_optimizer", "svi_chunks", "SVIChunks", "task_arrays", "validation_nll",
            "TrainingDiverged"]
@@ -71,12 +70,8 @@ def validation_nll(activa: Activa, params, key, observational, targets, interven
     weights, locs, covariances = predictive_arrays(
         activa, params, key, observational, targets, intervention_index, num_latents
     )
-    mixture = numpyro.distributions.MixtureSameFamily(
-        numpyro.distributions.Categorical(probs=weights[:, None]),
-        numpyro.distributions.MultivariateNormal(
-            locs[:, None], scale_tril=jnp.linalg.cholesky(covariances[:, None])
-        ),
-    )
+    # The S·B-component prior-predictive mixture, batch (Q, 1) against samples (Q, N_int, d).
+    mixture = decoded_distribution(jnp.log(weights)[:, None], locs[:, None], covariances[:, None])
     return -mixture.log_prob(interventional).mean()
 
 
@@ -135,14 +130,6 @@ def task_arrays(tasks) -> tuple[jax.Array, ...]:
         jnp.asarray(tasks.intervention_index, jnp.int32),
         jnp.asarray(tasks.interventional, jnp.float32),
     )
-
-
-def _flatten(params) -> dict[str, np.ndarray]:
-    return {k: np.asarray(v) for k, v in traverse_util.flatten_dict(params, sep="/").items()}
-
-
-def _unflatten(flat: dict[str, np.ndarray]):
-    return traverse_util.unflatten_dict({k: jnp.asarray(v) for k, v in flat.items()}, sep="/")
 
 
 def _restore_state(template, leaves: list[np.ndarray], path: Path):
@@ -243,7 +230,7 @@ def train(
             )
         leaves = [arrays[f"state/{i:04d}"] for i in range(meta["num_state_leaves"])]
         state = _restore_state(state, leaves, ckpt_path)
-        best_params = _unflatten({k[5:]: v for k, v in arrays.items() if k.startswith("best/")})
+        best_params = unflatten_params({k[5:]: v for k, v in arrays.items() if k.startswith("best/")})
         step, best_step, best_nll = meta["step"], meta["best_step"], meta["best_nll"]
         elapsed_before = float(meta.get("elapsed_s", 0.0))
         _truncate_metrics(metrics_path, step)
@@ -286,7 +273,7 @@ def train(
                     f.write(json.dumps(record) + "\n")
                 leaves = jax.tree_util.tree_leaves(state)
                 arrays = {f"state/{i:04d}": np.asarray(x) for i, x in enumerate(leaves)}
-                arrays.update({f"best/{k}": v for k, v in _flatten(best_params).items()})
+                arrays.update({f"best/{k}": v for k, v in flatten_params(best_params).items()})
                 save_arrays(ckpt_path, arrays, {
                     **meta_base, "step": step, "best_step": best_step, "best_nll": best_nll,
                     "num_state_leaves": len(leaves), "elapsed_s": record["elapsed_s"],
