@@ -1,4 +1,4 @@
-"""The ``activa`` command line: demo, simulate, train, predict, models.
+"""The ``activa`` command line: demo, simulate, train, predict, evaluate, models.
 
 Every command reports bad input as one line ``activa: error: …`` and exits with status 2,
 without a traceback.
@@ -99,6 +99,18 @@ def _cmd_predict(args):
     print(f"wrote {args.num_samples} samples to {args.out}")
 
 
+def _cmd_evaluate(args):
+    from activa_ppl.report import run_evaluation
+
+    methods = [m for m in args.methods.split(",") if m.strip()]
+    report = run_evaluation(args.dataset, methods, args.out, split=args.split, seed=args.seed,
+                            max_scms=args.max_scms, average=args.average,
+                            figure_scms=args.figure_scms, progress=not args.quiet)
+    print((Path(args.out) / "table1.md").read_text())
+    print(f"wrote table1.md, results.json, records.csv and figures to {args.out} "
+          f"({sum(len(d['methods']) for d in report['datasets'])} method rows)")
+
+
 def _cmd_models(args):
     from activa_ppl.zoo import available_models
 
@@ -156,6 +168,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default="samples.csv")
     p.set_defaults(func=_cmd_predict)
+
+    p = sub.add_parser("evaluate", help="Table 1, Figures 3 and 4 for methods on saved datasets",
+                       description="Evaluate methods on the test split of one or more datasets (paper "
+                       "Section 6.3) and write table1.md, results.json, records.csv and figures.")
+    p.add_argument("--dataset", action="append", required=True, metavar="[LABEL=]PATH[@MODEL]",
+                   help="dataset folder (repeatable); MODEL replaces {model} in --methods")
+    p.add_argument("--methods", default="gaussian-conditional,linear-causal",
+                   help="comma-separated: activa:MODEL (zoo name or folder; activa:{model} takes the "
+                   "dataset's @MODEL), gaussian-conditional, linear-causal, and any registered method")
+    p.add_argument("--out", default="evaluation", help="output folder (default: evaluation)")
+    p.add_argument("--split", default="test", choices=["train", "valid", "test"])
+    p.add_argument("--max-scms", type=int, default=None, help="evaluate only the first N SCMs")
+    p.add_argument("--average", default="task", choices=["task", "scm"],
+                   help="average over tasks (default; matches the paper) or per SCM first")
+    p.add_argument("--figure-scms", type=int, default=4, help="SCMs in Figure 3 (0: no figure)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=_cmd_evaluate)
 
     p = sub.add_parser("models", help="list the pretrained models")
     p.set_defaults(func=_cmd_models)

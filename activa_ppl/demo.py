@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import platform
 import time
 from pathlib import Path
 
@@ -14,27 +13,11 @@ from activa_ppl.evaluation import (activa_predictor, evaluate, gaussian_conditio
                                    linear_causal_predictor)
 from activa_ppl.model import Activa
 from activa_ppl.plotting import plot_interventional_samples
+from activa_ppl.report import format_table, machine_description, method_label
 from activa_ppl.simulate import linear_dataset
 from activa_ppl.training import train
 
-__all__ = ["run_demo", "format_table"]
-
-_COLUMNS = (("all", "All"), ("all_but_target", "All∖V_t"), ("descendants", "Desc."),
-            ("non_descendants", "Non-desc."))
-
-
-def format_table(results: dict) -> str:
-    """Markdown table of ``evaluate`` results: ERG and NLL per marginal, mean ± SE over SCMs."""
-    header = "| method | " + " | ".join(f"{label} ERG | {label} NLL" for _, label in _COLUMNS) + " |"
-    lines = [header, "|" + "---|" * (1 + 2 * len(_COLUMNS))]
-    for method, table in results.items():
-        cells = []
-        for key, _ in _COLUMNS:
-            for metric in ("energy", "nll"):
-                v = table.get(key, {}).get(metric)
-                cells.append("—" if v is None else f"{v['mean']:.2f} ± {v['se']:.2f}")
-        lines.append(f"| {method} | " + " | ".join(cells) + " |")
-    return "\n".join(lines)
+__all__ = ["run_demo"]
 
 
 def run_demo(out_dir="activa-demo", num_steps: int = 1200, num_scms: int = 3000, seed: int = 0,
@@ -57,23 +40,21 @@ def run_demo(out_dir="activa-demo", num_steps: int = 1200, num_scms: int = 3000,
     print(f"trained {num_steps} steps in {train_s:.0f} s; best validation NLL "
           f"{fitted.info['best_valid_nll']:.3f} at step {fitted.info['best_step']}")
     fitted.save(out / "model")
-    predictors = {
-        "ACTIVA": activa_predictor(fitted, seed=seed),
-        "Gaussian Cond.": gaussian_conditional_predictor(),
-        "Linear Causal (O)": linear_causal_predictor(),
-    }
+    predictors = {method_label(p, data): p for p in (activa_predictor(fitted, seed=seed),
+                                                     gaussian_conditional_predictor(),
+                                                     linear_causal_predictor())}
     results = evaluate(data, predictors, split="test", seed=seed, max_scms=eval_scms, progress=progress)
-    table = format_table(results)
+    table = format_table(results, label="Gauss 2")
     test_scms = np.flatnonzero(data.split == 2)
     png = plot_interventional_samples(data, test_scms[:4], predictors, out / "demo.png", seed=seed)
     summary = {
-        "machine": f"{platform.machine()} {platform.processor() or ''} {platform.system()}".strip(),
+        "machine": machine_description(),
         "train_seconds": round(train_s, 1), "num_steps": num_steps, "preset": preset,
         "eval_scms": int(min(eval_scms, len(test_scms))), "results": results,
     }
     (out / "results.json").write_text(json.dumps(summary, indent=2))
     (out / "results.md").write_text(table + "\n")
-    print("\nTest split of Gauss 2 (mean ± s.e. over SCMs; lower is better):")
+    print("\nTest split of Gauss 2 (mean ± s.e., tasks averaged, s.e. clustered by SCM; lower is better):")
     print(table)
     a, g = results["ACTIVA"], results["Gaussian Cond."]
     if "non_descendants" in a and "non_descendants" in g:

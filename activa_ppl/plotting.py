@@ -1,4 +1,4 @@
-"""Figures: interventional samples projected on the (V0, V1) plane (paper Figure 3 style)."""
+"""Figures: interventional samples on the (V0, V1) plane (paper Figure 3) and ATE errors (Figure 4)."""
 
 from __future__ import annotations
 
@@ -9,11 +9,11 @@ import numpy as np
 
 from activa_ppl.data import InterventionalDataset
 
-__all__ = ["plot_interventional_samples"]
+__all__ = ["plot_ate_errors", "plot_interventional_samples"]
 
 
 def plot_interventional_samples(dataset: InterventionalDataset, scms, predictors: dict, path,
-                                seed: int = 0, dims=(0, 1)) -> Path:
+                                seed: int = 0, dims=(0, 1), title: str | None = None) -> Path:
     """One row per SCM, one column per method (ground truth first); grey = observational samples,
     one colour per intervention target. Writes a PNG to ``path`` and returns the path.
 
@@ -23,6 +23,7 @@ def plot_interventional_samples(dataset: InterventionalDataset, scms, predictors
         predictors: ``{name: predictor}`` (see :mod:`activa_ppl.evaluation`).
         path: output PNG file.
         dims: the two variables on the axes.
+        title: optional figure title.
     """
     import matplotlib
 
@@ -59,9 +60,61 @@ def plot_interventional_samples(dataset: InterventionalDataset, scms, predictors
             if r == len(scms) - 1:
                 ax.set_xlabel(names[dims[0]])
     axes[0, 0].legend(fontsize=7, markerscale=2, loc="best")
+    if title:
+        fig.suptitle(title)
     fig.tight_layout()
+    return _save(fig, path)
+
+
+def _save(fig, path) -> Path:
+    import matplotlib.pyplot as plt
+
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
+
+
+#: (marginal, panel title) of Figure 4.
+_ATE_PANELS = (("all_but_target", r"All $\setminus V_t$"), ("descendants", "Descendants"),
+               ("non_descendants", "Non-descendants"))
+
+
+def plot_ate_errors(report: dict, path) -> Path:
+    """Figure 4: ATE mean absolute error per dataset (groups) and method (colours), one panel per
+    marginal (All∖V_t, Descendants, Non-descendants), with standard-error bars.
+
+    Args:
+        report: the dict returned by :func:`activa_ppl.report.run_evaluation`.
+        path: output PNG file.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    datasets = report["datasets"]
+    methods = list(dict.fromkeys(row["label"] for ds in datasets for row in ds["methods"]))
+    colours = matplotlib.colormaps["tab10"]
+    width = 0.8 / max(len(methods), 1)
+    fig, axes = plt.subplots(1, len(_ATE_PANELS), figsize=(4.2 * len(_ATE_PANELS), 3.6), squeeze=False)
+    for ax, (marginal, title) in zip(axes[0], _ATE_PANELS):
+        for j, method in enumerate(methods):
+            xs, heights, errors = [], [], []
+            for i, ds in enumerate(datasets):
+                row = next((r for r in ds["methods"] if r["label"] == method), None)
+                entry = None if row is None else row["results"].get(marginal, {}).get("ate_mae")
+                if entry is not None:
+                    xs.append(i + (j - (len(methods) - 1) / 2) * width)
+                    heights.append(entry["mean"])
+                    errors.append(entry["se"] if np.isfinite(entry["se"]) else 0.0)
+            ax.bar(xs, heights, width=width, yerr=errors, capsize=2, color=colours(j % 10),
+                   label=method)
+        ax.set_xticks(range(len(datasets)), [ds["label"] for ds in datasets])
+        ax.set_title(title)
+        ax.set_ylabel("ATE MAE (lower is better)")
+        ax.grid(axis="y", alpha=0.3)
+    axes[0, 0].legend(fontsize=8)
+    fig.tight_layout()
+    return _save(fig, path)
