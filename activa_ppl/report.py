@@ -46,12 +46,14 @@ __all__ = [
     "DatasetSpec",
     "dataset_label",
     "format_ate_table",
+    "format_legend",
     "format_table",
     "format_table1",
     "machine_description",
     "method_label",
     "parse_dataset_spec",
     "run_evaluation",
+    "write_json",
 ]
 
 #: (marginal, column title) in Table 1 order.
@@ -94,12 +96,14 @@ def method_label(predictor: Predictor, dataset: InterventionalDataset) -> str:
 @dataclass(frozen=True)
 class DatasetSpec:
     """A dataset to evaluate: ``path`` (a folder of :meth:`InterventionalDataset.save`), an
-    optional table ``label`` and optional per-dataset ACTIVA/MACE-TNP models, which replace a
-    ``{model}`` placeholder in method specs (e.g. ``activa:{model}``)."""
+    optional table ``label``, an optional per-dataset model, which replaces a ``{model}``
+    placeholder in method specs (e.g. ``activa:{model}``), and optional ``methods`` that replace
+    the method list of :func:`run_evaluation` for this dataset."""
 
     path: str
     label: str | None = None
     model: str | None = None
+    methods: tuple[str, ...] | None = None
 
 
 def parse_dataset_spec(text: str) -> DatasetSpec:
@@ -165,7 +169,8 @@ def format_table(results: dict, label: str = "") -> str:
     return format_table1({"datasets": [{"label": label, "methods": rows}]})
 
 
-def _legend(report: dict) -> str:
+def format_legend(report: dict) -> str:
+    """One paragraph under Table 1: each method's privileged information and how cells average."""
     seen = {}
     for ds in report["datasets"]:
         for row in ds["methods"]:
@@ -178,7 +183,8 @@ def _legend(report: dict) -> str:
             f"({'averaged per task, s.e. clustered by SCM' if report['average'] == 'task' else 'averaged per SCM'}).")
 
 
-def _write_json(path: Path, obj) -> None:
+def write_json(path: Path, obj) -> None:
+    """Write ``obj`` as indented JSON (numpy scalars and arrays become numbers and lists)."""
     def default(o):
         if isinstance(o, (np.floating, np.integer)):
             return o.item()
@@ -215,7 +221,7 @@ def run_evaluation(datasets: list[DatasetSpec | str], methods: list[str], out_di
 
     if not datasets:
         raise ValueError("no dataset given")
-    if not methods:
+    if not methods and not all(isinstance(d, DatasetSpec) and d.methods for d in datasets):
         raise ValueError("no method given")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -229,7 +235,7 @@ def run_evaluation(datasets: list[DatasetSpec | str], methods: list[str], out_di
         label = spec.label or dataset_label(dataset, fallback=Path(spec.path).name)
         predictors: dict[str, Predictor] = {}
         specs: dict[str, str] = {}
-        for method in methods:
+        for method in spec.methods or methods:
             if "{model}" in method:
                 if spec.model is None:
                     raise ValueError(f"method {method!r} needs a model for dataset {spec.path!r}; "
@@ -270,14 +276,14 @@ def run_evaluation(datasets: list[DatasetSpec | str], methods: list[str], out_di
     report["figure4"] = "figure4.png"
     text = ["# Evaluation", "", f"Machine: {report['machine']}.", "",
             "## Table 1: energy distance (ERG) and negative log-likelihood (NLL)", "",
-            format_table1(report), "", _legend(report), "",
+            format_table1(report), "", format_legend(report), "",
             "## ATE mean absolute error (Figure 4)", "", format_ate_table(report), "",
             "![Figure 4](figure4.png)", ""]
     for ds in report["datasets"]:
         if "figure3" in ds:
             text += [f"![Figure 3, {ds['label']}]({ds['figure3']})", ""]
     (out / "table1.md").write_text("\n".join(text))
-    _write_json(out / "results.json", report)
+    write_json(out / "results.json", report)
     pd.concat(all_records).to_csv(out / "records.csv", index=False)
     return report
 
