@@ -107,7 +107,7 @@ def _cmd_evaluate(args):
                             max_scms=args.max_scms, average=args.average,
                             figure_scms=args.figure_scms, progress=not args.quiet)
     print((Path(args.out) / "table1.md").read_text())
-    print(f"wrote table1.md, results.json, records.csv and figures to {args.out} "
+    print(f"wrote table1.md, results.json, records.csv.gz and figures to {args.out} "
           f"({sum(len(d['methods']) for d in report['datasets'])} method rows)")
 
 
@@ -171,7 +171,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("evaluate", help="Table 1, Figures 3 and 4 for methods on saved datasets",
                        description="Evaluate methods on the test split of one or more datasets (paper "
-                       "Section 6.3) and write table1.md, results.json, records.csv and figures.")
+                       "Section 6.3) and write table1.md, results.json, records.csv.gz and figures.")
     p.add_argument("--dataset", action="append", required=True, metavar="[LABEL=]PATH[@MODEL]",
                    help="dataset folder (repeatable); MODEL replaces {model} in --methods")
     p.add_argument("--methods", default="gaussian-conditional,linear-causal",

@@ -9,7 +9,7 @@ Figure 3-style sample plot, and finally writes
   followed by the ATE MAE table behind Figure 4;
 * ``results.json``: the same numbers with standard errors and counts, the machine, the command
   options and each method's privileged information (format below);
-* ``records.csv``: every per-task score (columns of :func:`activa_ppl.evaluation.evaluate_tasks`
+* ``records.csv.gz``: every per-task score (columns of :func:`activa_ppl.evaluation.evaluate_tasks`
   plus ``dataset``), for re-averaging or significance tests;
 * ``figure3-<dataset>.png`` and ``figure4.png``.
 
@@ -284,6 +284,6 @@ def run_evaluation(datasets: list[DatasetSpec | str], methods: list[str], out_di
             text += [f"![Figure 3, {ds['label']}]({ds['figure3']})", ""]
     (out / "table1.md").write_text("\n".join(text))
     write_json(out / "results.json", report)
-    pd.concat(all_records).to_csv(out / "records.csv", index=False)
+    pd.concat(all_records).to_csv(out / "records.csv.gz", index=False)
     return report
 

@@ -10,7 +10,7 @@ Examples::
         --dataset "Beta 2=data/beta2@models/beta2" \\
         --methods "activa:{model},gaussian-conditional,linear-causal" --out runs/table1
 
-Writes ``table1.md``, ``results.json``, ``records.csv``, ``figure3-*.png`` and ``figure4.png``
+Writes ``table1.md``, ``results.json``, ``records.csv.gz``, ``figure3-*.png`` and ``figure4.png``
 to ``--out``; see :mod:`activa_ppl.report` for the formats. ``python inference/reproduce_table1.py``
 regenerates the committed docs/results.md.
 """

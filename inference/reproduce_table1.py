@@ -8,7 +8,7 @@ if present), Gaussian Conditional and Linear Causal on the test split with
 :func:`activa_ppl.report.run_evaluation`, compares the baseline rows with the paper's Table 1,
 and rewrites the generated blocks of ``docs/results.md`` (between ``<!-- generated:NAME -->``
 markers; the prose around them is kept). Outputs of the evaluation go to
-``docs/results/`` (``table1.md``, ``results.json``, ``records.csv``, figures).
+``docs/results/`` (``table1.md``, ``results.json``, ``records.csv.gz``, figures).
 """
 
 from __future__ import annotations

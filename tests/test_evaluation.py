@@ -134,10 +134,10 @@ def test_activa_evaluate_cli_writes_table_json_csv_and_figures(tmp_path, gauss2,
     assert [m["label"] for m in ds["methods"]] == ["Gaussian Cond.", "Linear Causal (O)"]
     assert ds["methods"][1]["privileged"] == ["true graph", "intervention value"]
     assert "se" in ds["methods"][0]["results"]["all_but_target"]["energy"]
-    for name in ("table1.md", "records.csv", "figure4.png", ds["figure3"]):
+    for name in ("table1.md", "records.csv.gz", "figure4.png", ds["figure3"]):
         assert (out / name).stat().st_size > 0
     assert (out / "figure4.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    records = pd.read_csv(out / "records.csv")
+    records = pd.read_csv(out / "records.csv.gz")
     assert set(records["dataset"]) == {"Gauss two"}
     text = (out / "table1.md").read_text()
     assert "| Gauss two | Gaussian Cond. | — | — |" in text
