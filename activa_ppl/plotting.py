@@ -77,7 +77,7 @@ def _save(fig, path) -> Path:
 
 
 #: (marginal, panel title) of Figure 4.
-_ATE_PANELS = (("all_but_target", r"All $\setminus V_t$"), ("descendants", "Descendants"),
+_ATE_PANELS = (("all_but_target", r"All except $V_t$"), ("descendants", "Descendants"),
                ("non_descendants", "Non-descendants"))
 
 
@@ -94,8 +94,12 @@ def plot_ate_errors(report: dict, path) -> Path:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    from activa_ppl.report import base_label
+
     datasets = report["datasets"]
-    methods = list(dict.fromkeys(row["label"] for ds in datasets for row in ds["methods"]))
+    # one colour per method: "Linear Causal (O)" and "Linear Causal (PI)" are the same method
+    base = {row["label"]: base_label(row["label"]) for ds in datasets for row in ds["methods"]}
+    methods = list(dict.fromkeys(base.values()))
     colours = matplotlib.colormaps["tab10"]
     width = 0.8 / max(len(methods), 1)
     fig, axes = plt.subplots(1, len(_ATE_PANELS), figsize=(4.2 * len(_ATE_PANELS), 3.6), squeeze=False)
@@ -103,7 +107,7 @@ def plot_ate_errors(report: dict, path) -> Path:
         for j, method in enumerate(methods):
             xs, heights, errors = [], [], []
             for i, ds in enumerate(datasets):
-                row = next((r for r in ds["methods"] if r["label"] == method), None)
+                row = next((r for r in ds["methods"] if base[r["label"]] == method), None)
                 entry = None if row is None else row["results"].get(marginal, {}).get("ate_mae")
                 if entry is not None:
                     xs.append(i + (j - (len(methods) - 1) / 2) * width)

@@ -30,6 +30,7 @@ from __future__ import annotations
 import json
 import os
 import platform
+import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -44,6 +45,7 @@ from activa_ppl.evaluation import (TRUE_GRAPH, Predictor, evaluate_tasks, predic
 __all__ = [
     "COLUMNS",
     "DatasetSpec",
+    "base_label",
     "dataset_label",
     "format_ate_table",
     "format_legend",
@@ -78,6 +80,11 @@ def dataset_label(dataset: InterventionalDataset, fallback: str = "data") -> str
     if meta.get("generator") == "sergio":
         return f"SERGIO {dataset.num_vars}"
     return fallback
+
+
+def base_label(label: str) -> str:
+    """A method label without its privileged-information mark: "Linear Causal (O)" → "Linear Causal"."""
+    return re.sub(r" \((O|PI)\)$", "", label)
 
 
 def method_label(predictor: Predictor, dataset: InterventionalDataset) -> str:
@@ -171,16 +178,17 @@ def format_table(results: dict, label: str = "") -> str:
 
 def format_legend(report: dict) -> str:
     """One paragraph under Table 1: each method's privileged information and how cells average."""
-    seen = {}
+    seen: dict[str, list[str]] = {}
     for ds in report["datasets"]:
         for row in ds["methods"]:
-            seen.setdefault(row["label"], row["privileged"])
-    parts = [f"{label}: uses {', '.join(p)}" if p else f"{label}: observational data and the "
-             "intervention index only" for label, p in seen.items()]
-    return ("Privileged information: " + "; ".join(parts) + ". (O) = asymptotic oracle (correctly "
-            "specified on linear-Gaussian data), (PI) = privileged information. Lower is better; "
-            f"mean ± standard error over the {report['split']} split "
-            f"({'averaged per task, s.e. clustered by SCM' if report['average'] == 'task' else 'averaged per SCM'}).")
+            seen.setdefault(base_label(row["label"]), row["privileged"])
+    parts = [f"{label} uses the {' and the '.join(p)}" if p else f"{label} uses only the "
+             "observational data and the intervention index" for label, p in seen.items()]
+    average = ("averaged per task, s.e. clustered by SCM" if report["average"] == "task"
+               else "averaged per SCM")
+    return ("Privileged information: " + "; ".join(parts) + ". (O): asymptotic oracle (correctly "
+            "specified on linear-Gaussian data); (PI): privileged information. Lower is better; "
+            f"mean ± standard error over the {report['split']} split ({average}).")
 
 
 def write_json(path: Path, obj) -> None:

@@ -22,7 +22,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import activa_ppl as ap
-from activa_ppl.report import format_legend, write_json, format_ate_table, format_table1, run_evaluation
+from activa_ppl.report import (base_label, format_ate_table, format_legend, format_table1,
+                               run_evaluation, write_json)
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -90,17 +91,13 @@ def dataset_for(name: str, entry: Entry, data_dir: Path) -> Path:
     return path
 
 
-def _base_label(label: str) -> str:
-    return re.sub(r" \((O|PI)\)$", "", label)
-
-
 def paper_comparison(report: dict, tolerance: float = 0.25) -> str:
     """Markdown table: our mean next to the paper's for every cell the paper reports."""
     lines = ["| Data | Approach | Marginal | Metric | ours | paper | ours / paper | within ±25 % |",
              "|---|---|---|---|---|---|---|---|"]
     for ds in report["datasets"]:
         for row in ds["methods"]:
-            paper = PAPER.get((ds["label"], _base_label(row["label"])), {})
+            paper = PAPER.get((ds["label"], base_label(row["label"])), {})
             for (marginal, metric), value in paper.items():
                 ours = row["results"].get(marginal, {}).get(metric)
                 if ours is None:
