@@ -22,10 +22,16 @@ def _cmd_demo(args):
 
 
 def _cmd_simulate(args):
-    from activa_ppl.simulate import linear_dataset
+    from activa_ppl.simulate.ambiguous import ambiguous_dataset
+    from activa_ppl.simulate.linear import linear_dataset
 
-    data = linear_dataset(num_scms=args.num_scms, num_vars=args.num_vars, noise=args.noise,
-                          num_samples=args.num_samples, seed=args.seed)
+    if args.generator == "ambiguous":
+        if args.num_vars != 2:
+            raise ValueError("the ambiguous generator has exactly 2 variables")
+        data = ambiguous_dataset(num_scms=args.num_scms, num_samples=args.num_samples, seed=args.seed)
+    else:
+        data = linear_dataset(num_scms=args.num_scms, num_vars=args.num_vars, noise=args.noise,
+                              num_samples=args.num_samples, seed=args.seed)
     data.save(args.out)
     print(f"wrote {data!r} to {args.out}")
 
@@ -136,7 +142,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=_cmd_demo)
 
-    p = sub.add_parser("simulate", help="simulate a linear-SCM dataset (Gauss/Beta, Appendix C.1)")
+    p = sub.add_parser("simulate", help="simulate a dataset (linear Gauss/Beta SCMs of Appendix C.1, "
+                       "or the ambiguous-direction 2-variable set)")
+    p.add_argument("--generator", choices=["linear", "ambiguous"], default="linear",
+                   help="linear: paper Appendix C.1; ambiguous: X0->X1 or X1->X0, direction not "
+                   "identifiable (activa_ppl.simulate.ambiguous)")
     p.add_argument("--noise", choices=["gauss", "beta"], default="gauss")
     p.add_argument("--num-vars", type=int, default=2)
     p.add_argument("--num-scms", type=int, default=3000)
