@@ -1,0 +1,97 @@
+"""Tests for the ArviZ conversion of predicted mixtures (activa_ppl.arviz_io)."""
+
+import warnings
+
+import arviz as az
+import matplotlib
+import numpy as np
+import pytest
+from scipy import stats
+
+from activa_ppl.arviz_io import held_out_elpd, to_inference_data
+from activa_ppl.mixture import GaussianMixture
+
+matplotlib.use("Agg")
+
+
+@pytest.fixture
+def gaussian():
+    mean = np.array([1.0, -2.0])
+    cov = np.array([[1.0, 0.6], [0.6, 2.0]])
+    return GaussianMixture.gaussian(mean, cov).with_names(["a", "b"]), mean, cov
+
+
+def test_single_task_groups_shapes_and_values(gaussian, rng):
+    mix, mean, cov = gaussian
+    observed = rng.multivariate_normal(mean, cov, size=40)
+    idata = to_inference_data(mix, observed, num_draws=300, num_chains=2, seed=1)
+    assert set(idata.groups()) == {"posterior", "posterior_predictive", "log_likelihood", "observed_data"}
+    assert idata.posterior_predictive["a"].shape == (2, 300, 40)
+    assert idata.observed_data["b"].dims == ("sample",)
+    np.testing.assert_allclose(idata.observed_data["b"].values, observed[:, 1])
+    draws = np.stack([idata.posterior_predictive[v].values.ravel() for v in "ab"], axis=1)
+    np.testing.assert_allclose(draws.mean(0), mean, atol=0.03)
+    np.testing.assert_allclose(np.cov(draws.T), cov, rtol=0.03)
+    expected = stats.multivariate_normal(mean, cov).logpdf(observed)
+    np.testing.assert_allclose(idata.log_likelihood["joint"].values[1, 7], expected, rtol=1e-5)
+    np.testing.assert_allclose(idata.posterior["mean_b"].values, -2.0)
+
+
+def test_loo_returns_the_held_out_log_density(gaussian, rng):
+    mix, mean, cov = gaussian
+    observed = rng.multivariate_normal(mean, cov, size=30)
+    idata = to_inference_data(mix, observed, num_draws=100)
+    exact = stats.multivariate_normal(mean, cov).logpdf(observed).sum()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # Pareto k is undefined here (module docs)
+        loo = az.loo(idata)
+    assert loo.elpd_loo == pytest.approx(exact, rel=1e-5)
+    assert loo.p_loo == pytest.approx(0.0, abs=1e-6)
+    assert held_out_elpd(idata) == pytest.approx(exact, rel=1e-5)
+
+
+def test_batch_of_tasks_and_arviz_functions(rng):
+    locs = rng.normal(size=(3, 2, 2))
+    covs = np.tile(np.eye(2) * 0.5, (3, 2, 1, 1))
+    mix = GaussianMixture(np.full((3, 2), 0.5, np.float32), locs.astype(np.float32), covs.astype(np.float32))
+    observed = rng.normal(size=(3, 25, 2))
+    idata = to_inference_data(mix, observed, num_draws=40, task_names=["t0", "t1", "t2"], seed=0)
+    assert idata.posterior_predictive["X0"].dims == ("chain", "draw", "task", "sample")
+    assert idata.posterior_predictive["X0"].shape == (2, 40, 3, 25)
+    assert list(idata.observed_data["X1"].coords["task"].values) == ["t0", "t1", "t2"]
+    np.testing.assert_allclose(idata.log_likelihood["joint"].values[0, 0],
+                               np.asarray(mix.log_prob(observed.swapaxes(0, 1))).T, rtol=1e-5)
+    summary = az.summary(idata, group="posterior_predictive", kind="stats")
+    assert len(summary) == 2 * 3 * 25
+    state = np.random.get_state()  # plot_ppc subsamples draws with numpy's global generator
+    try:
+        axes = az.plot_ppc(idata, num_pp_samples=10)
+    finally:
+        np.random.set_state(state)
+    assert np.size(axes) == 2
+    matplotlib.pyplot.close("all")
+
+
+def test_without_observations_and_determinism(gaussian):
+    mix, _, _ = gaussian
+    a = to_inference_data(mix, num_draws=10, num_samples=7, seed=3)
+    b = to_inference_data(mix, num_draws=10, num_samples=7, seed=3)
+    assert "observed_data" not in a.groups() and "log_likelihood" not in a.groups()
+    assert a.posterior_predictive["a"].shape == (2, 10, 7)
+    np.testing.assert_array_equal(a.posterior_predictive["a"].values, b.posterior_predictive["a"].values)
+    with pytest.raises(ValueError, match="log_likelihood"):
+        held_out_elpd(a)
+
+
+def test_bad_inputs(gaussian):
+    mix, _, _ = gaussian
+    with pytest.raises(ValueError, match="shape"):
+        to_inference_data(mix, np.zeros((5, 3)))
+    with pytest.raises(ValueError, match="non-finite"):
+        to_inference_data(mix, np.full((5, 2), np.nan))
+    with pytest.raises(ValueError, match="distinct variable names"):
+        to_inference_data(mix, np.zeros((5, 2)), variable_names=["x", "x"])
+    with pytest.raises(ValueError, match="reserved"):
+        to_inference_data(mix, np.zeros((5, 2)), variable_names=["joint", "x"])
+    with pytest.raises(ValueError, match="positive"):
+        to_inference_data(mix, num_draws=0)
