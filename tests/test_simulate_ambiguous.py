@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
-from activa_ppl.simulate.ambiguous import (ambiguous_dataset, direction_posterior,
-                                           equivalence_class_target)
+from activa_ppl.simulate.ambiguous import (ambiguous_dataset, cause_mode_weight,
+                                           direction_posterior, equivalence_class_target)
 
 
 def test_shapes_determinism_and_graph():
@@ -90,3 +90,19 @@ def test_bad_arguments():
         ambiguous_dataset(num_scms=10, log_sd=0)
     with pytest.raises(ValueError):
         ambiguous_dataset(num_scms=10, split_fractions=(0.5, 0.5, 0.5))
+
+
+def test_cause_mode_weight_recovers_the_target_weights():
+    data = ambiguous_dataset(num_scms=200, num_samples=1, seed=7)
+    cov = data.extras["covariance"]
+    for target in (0, 1):
+        mix = equivalence_class_target(cov, target=target)
+        samples = np.asarray(mix.sample(4000, seed=target))[..., 1 - target]  # (n, S)
+        estimate = cause_mode_weight(samples, cov, target=target)
+        truth = np.asarray(mix.weights[:, 0])
+        separated = np.abs(np.asarray(mix.locs[:, 0, 1 - target])) > 1.0
+        # EM with fixed components: error of order sqrt(p(1-p)/n) where the modes separate
+        assert np.abs(estimate - truth)[separated].max() < 0.05
+        assert np.abs(estimate - truth).mean() < 0.03
+    with pytest.raises(ValueError):
+        cause_mode_weight(np.zeros((3, 1)), cov[:1], target=3)

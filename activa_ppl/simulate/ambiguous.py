@@ -33,7 +33,7 @@ import numpy as np
 from activa_ppl.data import InterventionalDataset, library_version
 from activa_ppl.mixture import GaussianMixture
 
-__all__ = ["ambiguous_dataset", "direction_posterior", "equivalence_class_target"]
+__all__ = ["ambiguous_dataset", "cause_mode_weight", "direction_posterior", "equivalence_class_target"]
 
 
 def _lognormal_logpdf(x: np.ndarray, log_sd: float) -> np.ndarray:
@@ -112,6 +112,48 @@ def equivalence_class_target(cov, target: int, value: float = 5.0, jitter: float
     covs[..., 1, other, other] = cov[..., other, other]
     weights = np.stack([p_cause, 1.0 - p_cause], axis=-1)
     return GaussianMixture(weights.astype(np.float32), locs.astype(np.float32), covs.astype(np.float32))
+
+
+def cause_mode_weight(samples, cov, target: int, value: float = 5.0, jitter: float = 0.1,
+                      num_iterations: int = 200) -> np.ndarray:
+    """How much of a predicted ``p(X_other | do(X_target))`` sits on the "target is the cause" mode.
+
+    The two modes of :func:`equivalence_class_target` are fixed Gaussians over the other
+    variable: ``A = N(w·value, w²·jitter² + s_e²)`` (``X_target`` causes it) and
+    ``B = N(0, Σ_oo)`` (it causes ``X_target``). Given samples of the other variable drawn from
+    any prediction, the maximum-likelihood mixing weight ``π`` of ``π·A + (1 − π)·B`` is found
+    by EM with the components held fixed. Applied to samples of the target mixture itself it
+    recovers ``p_tr(target → other | Σ)`` up to Monte Carlo error; for a unimodal prediction it
+    says which mode the prediction resembles.
+
+    Args:
+        samples: ``(n, ...)`` samples of the non-target variable; the trailing axes are a batch.
+        cov: ``(..., 2, 2)`` population covariances (batch as ``samples.shape[1:]``).
+        target: the intervened variable, 0 or 1.
+        value, jitter: the intervention ``value + N(0, jitter²)``.
+        num_iterations: EM iterations.
+
+    Returns:
+        ``(...)`` weights in [0, 1].
+    """
+    if target not in (0, 1):
+        raise ValueError(f"target must be 0 or 1; got {target!r}")
+    y = np.asarray(samples, dtype=float)
+    cov = np.asarray(cov, dtype=float)
+    other = 1 - target
+    w = cov[..., target, other] / cov[..., target, target]
+    s_e2 = cov[..., other, other] - cov[..., target, other] ** 2 / cov[..., target, target]
+
+    def log_normal(x, mean, var):
+        return -0.5 * (np.log(2 * np.pi * var) + (x - mean) ** 2 / var)
+
+    log_a = log_normal(y, w * value, w**2 * jitter**2 + s_e2)
+    log_b = log_normal(y, 0.0, cov[..., other, other])
+    ratio = np.exp(np.clip(log_b - log_a, -700, 700))  # B / A per sample
+    pi = np.full(y.shape[1:], 0.5)
+    for _ in range(num_iterations):
+        pi = np.mean(pi / (pi + (1 - pi) * ratio), axis=0)
+    return pi
 
 
 def ambiguous_dataset(num_scms: int = 3000, num_samples: int = 100, seed: int = 0, *,
