@@ -79,6 +79,8 @@ def dataset_label(dataset: InterventionalDataset, fallback: str = "data") -> str
         return f"{meta['noise'].capitalize()} {dataset.num_vars}"
     if meta.get("generator") == "sergio":
         return f"SERGIO {dataset.num_vars}"
+    if meta.get("generator") == "ambiguous":
+        return "Ambiguous 2"
     return fallback
 
 
