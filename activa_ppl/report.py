@@ -276,7 +276,7 @@ def run_evaluation(datasets: list[DatasetSpec | str], methods: list[str], out_di
             scms = np.flatnonzero(np.isin(np.arange(dataset.num_scms), dataset.tasks(split).scm))
             chosen = np.sort(np.random.default_rng(seed).choice(scms, size=min(figure_scms, len(scms)),
                                                                 replace=False))
-            slug = label.lower().replace(" ", "")
+            slug = re.sub(r"[^a-z0-9]+", "", label.lower()) or "data"
             entry["figure3"] = f"figure3-{slug}.png"
             entry["figure3_scms"] = chosen.tolist()
             plot_interventional_samples(dataset, chosen, predictors, out / entry["figure3"], seed=seed,
