@@ -11,13 +11,14 @@ intervention as a :class:`GaussianMixture`, in one forward pass.
 >>> mix = fitted.predict(obs, target=0, intervention=0, seed=0)     # doctest: +SKIP
 """
 
-from activa_ppl import baselines, handlers, metrics, simulate
+from activa_ppl import baselines, evaluation, handlers, mace_tnp, metrics, report, simulate
 from activa_ppl.checkpoint import CheckpointError
 from activa_ppl.config import ActivaConfig, TrainConfig
 from activa_ppl.data import InterventionalDataset, TaskArrays, load_dataset
 from activa_ppl.fitted import FittedActiva, load
 from activa_ppl.handlers import beta_kl
 from activa_ppl.interventions import intervention_representation
+from activa_ppl.mace_tnp import FittedMaceTnp, MaceTnpConfig, load_mace_tnp, train_mace_tnp
 from activa_ppl.mixture import GaussianMixture
 from activa_ppl.model import Activa, predictive_mixture
 from activa_ppl.training import TrainingDiverged, train
@@ -30,21 +31,28 @@ __all__ = [
     "ActivaConfig",
     "CheckpointError",
     "FittedActiva",
+    "FittedMaceTnp",
     "GaussianMixture",
     "InterventionalDataset",
+    "MaceTnpConfig",
     "TaskArrays",
     "TrainConfig",
     "TrainingDiverged",
     "available_models",
     "baselines",
     "beta_kl",
+    "evaluation",
     "handlers",
     "intervention_representation",
     "load",
     "load_dataset",
+    "load_mace_tnp",
     "load_pretrained",
+    "mace_tnp",
     "metrics",
     "predictive_mixture",
+    "report",
     "simulate",
     "train",
+    "train_mace_tnp",
 ]

@@ -149,6 +149,14 @@ def _activa_from_argument(model: str | None, seed: int = 0) -> Predictor:
     return activa_predictor(fitted, seed=seed)
 
 
+def _mace_tnp_from_argument(model: str | None, seed: int = 0) -> Predictor:
+    from activa_ppl.mace_tnp import load_mace_tnp, mace_tnp_predictor  # mace_tnp imports this module
+
+    if not model:
+        raise ValueError("method 'mace-tnp' needs a model: mace-tnp:PATH (a folder saved by train_mace_tnp)")
+    return mace_tnp_predictor(load_mace_tnp(model))  # deterministic: no seed needed
+
+
 def _no_argument(factory: Callable[[], Predictor], name: str) -> Callable[..., Predictor]:
     def build(argument: str | None, seed: int = 0) -> Predictor:
         if argument:
@@ -161,6 +169,7 @@ def _no_argument(factory: Callable[[], Predictor], name: str) -> Callable[..., P
 #: Method name → ``factory(argument, seed) -> Predictor``, used by :func:`predictor_from_spec`.
 METHODS: dict[str, Callable[..., Predictor]] = {
     "activa": _activa_from_argument,
+    "mace-tnp": _mace_tnp_from_argument,
     "gaussian-conditional": _no_argument(gaussian_conditional_predictor, "gaussian-conditional"),
     "linear-causal": _no_argument(linear_causal_predictor, "linear-causal"),
 }

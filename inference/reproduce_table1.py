@@ -4,7 +4,8 @@
 
 For each dataset the script simulates it with the paper's settings into ``--data-dir`` (or
 reuses a copy there whose metadata matches), evaluates ACTIVA (the zoo model of the same name,
-if present), Gaussian Conditional and Linear Causal on the test split with
+if present), MACE-TNP (``models/baselines/mace-tnp-NAME``, if present), Gaussian Conditional
+and Linear Causal on the test split with
 :func:`activa_ppl.report.run_evaluation`, compares the baseline rows with the paper's Table 1,
 and rewrites the generated blocks of ``docs/results.md`` (between ``<!-- generated:NAME -->``
 markers; the prose around them is kept). Outputs of the evaluation go to
@@ -14,6 +15,7 @@ markers; the prose around them is kept). Outputs of the evaluation go to
 from __future__ import annotations
 
 import argparse
+import os
 import re
 import shlex
 import sys
@@ -35,13 +37,14 @@ class Entry:
     label: str
     simulate: dict
     model: str | None
+    mace_tnp: str | None = None  # folder under models/baselines/
 
 
 LINEAR = dict(num_scms=3000, num_vars=2, num_samples=100, seed=0)
 
 DATASETS = {
-    "gauss2": Entry("Gauss 2", dict(generator="linear", noise="gauss", **LINEAR), "gauss2"),
-    "beta2": Entry("Beta 2", dict(generator="linear", noise="beta", **LINEAR), "beta2"),
+    "gauss2": Entry("Gauss 2", dict(generator="linear", noise="gauss", **LINEAR), "gauss2", "mace-tnp-gauss2"),
+    "beta2": Entry("Beta 2", dict(generator="linear", noise="beta", **LINEAR), "beta2", "mace-tnp-beta2"),
 }
 
 #: Paper Table 1, baseline rows: (dataset, method) -> {(marginal, metric): value}.
@@ -53,6 +56,14 @@ PAPER = {
                             ("all_but_target", "energy"): 0.14, ("all_but_target", "nll"): 0.90,
                             ("descendants", "energy"): 0.48, ("descendants", "nll"): 1.41,
                             ("non_descendants", "energy"): 0.03, ("non_descendants", "nll"): 0.78},
+    ("Gauss 2", "MACE-TNP"): {("all", "energy"): 0.16, ("all", "nll"): -0.73,
+                              ("all_but_target", "energy"): 0.17, ("all_but_target", "nll"): 1.09,
+                              ("descendants", "energy"): 0.47, ("descendants", "nll"): 1.39,
+                              ("non_descendants", "energy"): 0.06, ("non_descendants", "nll"): 0.99},
+    ("Beta 2", "MACE-TNP"): {("all", "energy"): 0.07, ("all", "nll"): -1.59,
+                             ("all_but_target", "energy"): 0.07, ("all_but_target", "nll"): 0.52,
+                             ("descendants", "energy"): 0.13, ("descendants", "nll"): 0.82,
+                             ("non_descendants", "energy"): 0.01, ("non_descendants", "nll"): 0.22},
     ("Gauss 2", "Gaussian Cond."): {("all_but_target", "energy"): 1.16, ("all_but_target", "nll"): 8.55,
                                     ("descendants", "energy"): 0.33, ("descendants", "nll"): 1.39,
                                     ("non_descendants", "energy"): 1.43, ("non_descendants", "nll"): 11.00},
@@ -122,20 +133,26 @@ def replace_block(text: str, name: str, content: str) -> str:
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data-dir", default=str(ROOT / "data"), help="where datasets are simulated")
-    parser.add_argument("--out", default=str(ROOT / "docs" / "results"), help="evaluation outputs")
-    parser.add_argument("--doc", default=str(ROOT / "docs" / "results.md"), help="page to update")
+    parser.add_argument("--data-dir", default="data", help="where datasets are simulated")
+    parser.add_argument("--out", default="docs/results", help="evaluation outputs")
+    parser.add_argument("--doc", default="docs/results.md", help="page to update")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--quiet", action="store_true")
     args = parser.parse_args(argv)
+    os.chdir(ROOT)  # paths in the report are relative to the repository root
     zoo = ap.available_models()
     specs = []
     for name, entry in DATASETS.items():
         path = dataset_for(name, entry, Path(args.data_dir))
-        model = str(zoo[entry.model]) if entry.model in zoo else None
+        model = entry.model if entry.model in zoo else None  # a zoo name
         if entry.model and model is None:
             print(f"no zoo model {entry.model!r}: {entry.label} gets the baseline rows only")
-        methods = (["activa:{model}"] if model else []) + ["gaussian-conditional", "linear-causal"]
+        mace = Path("models") / "baselines" / entry.mace_tnp if entry.mace_tnp else None
+        if mace is not None and not (mace / "config.json").is_file():
+            print(f"no MACE-TNP model {mace}: {entry.label} gets no MACE-TNP row")
+            mace = None
+        methods = ((["activa:{model}"] if model else []) + ([f"mace-tnp:{mace}"] if mace else [])
+                   + ["gaussian-conditional", "linear-causal"])
         specs.append(ap.report.DatasetSpec(str(path), entry.label, model, tuple(methods)))
     t0 = time.perf_counter()
     report = run_evaluation(specs, [], args.out, seed=args.seed, progress=not args.quiet)
