@@ -21,6 +21,7 @@ All functions draw from an explicit ``numpy.random.Generator``.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import math
 import os
@@ -181,10 +182,21 @@ class RegulatoryNetwork:
     def num_genes(self) -> int:
         return len(self.genes)
 
-    @property
+    # Derived arrays are computed once per network (module extraction reuses them).
+    @functools.cached_property
     def regulators(self) -> np.ndarray:
         """(r,) int indices of genes with at least one target (transcription factors)."""
         return np.flatnonzero(self.adjacency.any(axis=1))
+
+    @functools.cached_property
+    def skeleton(self) -> np.ndarray:
+        """(n, n) bool undirected skeleton ``A | A^T``."""
+        return self.adjacency | self.adjacency.T
+
+    @functools.cached_property
+    def degree(self) -> np.ndarray:
+        """(n,) float64 degrees in the undirected skeleton."""
+        return self.skeleton.sum(axis=1).astype(np.float64)
 
 
 def load_network(path: str | os.PathLike) -> RegulatoryNetwork:
@@ -262,8 +274,7 @@ def extract_module(network: RegulatoryNetwork, num_genes: int, rng: np.random.Ge
     regulators = network.regulators
     if at_least_n_regulators and regulators.size < at_least_n_regulators:
         raise ValueError(f"network has {regulators.size} regulators, fewer than at_least_n_regulators")
-    skeleton = source | source.T
-    degree = skeleton.sum(axis=1).astype(np.float64)
+    skeleton, degree = network.skeleton, network.degree
     two_m = degree.sum()
     if two_m == 0:
         raise ValueError("network has no edges")
