@@ -1,7 +1,8 @@
 """The ``activa`` command line: demo, simulate, train, predict, evaluate, models.
 
-Every command reports bad input as one line ``activa: error: …`` and exits with status 2,
-without a traceback.
+Every command reports bad input, a file it cannot read or write, and a training run that
+diverged (NaN/inf loss) as one line ``activa: error: …`` and exits with status 2, without a
+traceback.
 """
 
 from __future__ import annotations
@@ -29,6 +30,13 @@ def _cmd_simulate(args):
         if args.num_vars != 2:
             raise ValueError("the ambiguous generator has exactly 2 variables")
         data = ambiguous_dataset(num_scms=args.num_scms, num_samples=args.num_samples, seed=args.seed)
+    elif args.generator == "sergio":
+        from activa_ppl.simulate.sergio import sergio_dataset
+
+        graph = args.graph[0] if len(args.graph) == 1 else args.graph
+        data = sergio_dataset(num_networks=args.num_scms, preset=args.sergio_preset,
+                              num_cells=args.num_samples, graph=graph, seed=args.seed,
+                              num_cell_types=args.cell_types, progress=True)
     else:
         data = linear_dataset(num_scms=args.num_scms, num_vars=args.num_vars, noise=args.noise,
                               num_samples=args.num_samples, seed=args.seed)
@@ -62,26 +70,93 @@ def _resolve_model(name_or_path: str):
 
 
 def read_csv(path):
-    """Read a CSV of observational samples (header row of variable names) with clear errors."""
+    """Read a CSV of observational samples (header row of variable names) with clear errors.
+
+    The file must be UTF-8 text (a byte-order mark is allowed) whose first non-blank line names
+    the variables; every further non-blank line holds one sample with one number per column.
+    Blank lines are skipped, spaces around fields are ignored, fields may be double-quoted
+    (strictly: a quote must close before the next delimiter). ``nan``/``inf`` parse as numbers
+    (and are refused later, by :func:`activa_ppl.validation.as_observations`, with their column
+    and row).
+
+    Returns:
+        ``pandas.DataFrame`` of float64 columns named by the header (names stripped of
+        surrounding spaces).
+
+    Raises:
+        ValueError: a message naming the file and, where there is one, the line and column:
+            missing file, not UTF-8 text, NUL bytes, malformed quoting (with its line), an empty
+            file, a header without rows, an empty or duplicate column name, a first line of
+            numbers only (no header), a line whose field
+            count differs from the header's, an empty cell, or a cell that is not a number.
+    """
+    import io
+
+    import numpy as np
     import pandas as pd
 
     path = Path(path)
-    if not path.is_file():
+    if not path.exists():
         raise ValueError(f"{path}: no such file")
+    if not path.is_file():
+        raise ValueError(f"{path}: not a regular file")
     try:
-        frame = pd.read_csv(path)
-    except pd.errors.EmptyDataError as e:
-        raise ValueError(f"{path}: the file is empty") from e
-    except (pd.errors.ParserError, UnicodeDecodeError) as e:
-        raise ValueError(f"{path}: not a readable CSV file ({e})") from e
-    with open(path, newline="") as f:  # pandas renames duplicate columns ("x.1"): read the header
-        raw_names = [c.strip() for c in next(csv.reader(f), [])]
-    if len(set(raw_names)) != len(raw_names):
-        dup = sorted({c for c in raw_names if raw_names.count(c) > 1})
+        text = path.read_bytes().decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        raise ValueError(f"{path}: not UTF-8 text ({e.reason} at byte {e.start}); save the CSV as UTF-8") from e
+    if "\x00" in text:
+        raise ValueError(f"{path}: contains NUL bytes; not a text CSV file")
+    reader = csv.reader(io.StringIO(text, newline=""), strict=True, skipinitialspace=True)
+    lines = []  # (line number, fields) of the non-blank lines
+    try:
+        for row in reader:
+            if row and not (len(row) == 1 and not row[0].strip()):
+                lines.append((reader.line_num, row))
+    except csv.Error as e:
+        raise ValueError(f"{path}: malformed CSV on line {reader.line_num} ({e})") from e
+    if not lines:
+        raise ValueError(f"{path}: the file is empty")
+    (_, header), body = lines[0], lines[1:]
+    names = [c.strip() for c in header]
+    unnamed = [j for j, c in enumerate(names) if not c]
+    if unnamed:
+        raise ValueError(f"{path}: column {unnamed[0] + 1} of the header has no name")
+    if len(set(names)) != len(names):
+        dup = sorted({c for c in names if names.count(c) > 1})
         raise ValueError(f"{path}: duplicate column names {dup}")
-    if frame.shape[0] == 0:
+    if all(_is_number(c) for c in names):
+        raise ValueError(f"{path}: the first line holds numbers ({', '.join(names[:3])}), not column "
+                         "names; add a header row naming the variables")
+    if not body:
         raise ValueError(f"{path}: has a header but no rows")
-    return frame
+    for number, row in body:
+        if len(row) != len(names):
+            raise ValueError(f"{path}: line {number} has {len(row)} field(s) but the header names "
+                             f"{len(names)} columns")
+    columns = {}
+    for j, name in enumerate(names):
+        values = np.empty(len(body), dtype=np.float64)
+        for i, (number, row) in enumerate(body):
+            cell = row[j].strip()
+            if not cell:
+                raise ValueError(f"{path}: column {name!r} has an empty cell on line {number}")
+            try:
+                if "_" in cell:  # float() reads "1_000"; a CSV reader should not
+                    raise ValueError(cell)
+                values[i] = float(cell)
+            except ValueError:
+                raise ValueError(f"{path}: column {name!r} is non-numeric: line {number} holds "
+                                 f"{cell[:40]!r}") from None
+        columns[name] = values
+    return pd.DataFrame(columns)
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
 
 
 def _cmd_predict(args):
@@ -144,9 +219,17 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("simulate", help="simulate a dataset (linear Gauss/Beta SCMs of Appendix C.1, "
                        "or the ambiguous-direction 2-variable set)")
-    p.add_argument("--generator", choices=["linear", "ambiguous"], default="linear",
+    p.add_argument("--generator", choices=["linear", "ambiguous", "sergio"], default="linear",
                    help="linear: paper Appendix C.1; ambiguous: X0->X1 or X1->X0, direction not "
-                   "identifiable (activa_ppl.simulate.ambiguous)")
+                   "identifiable (activa_ppl.simulate.ambiguous); sergio: SERGIO gene expression with "
+                   "every single-gene knockout (Appendix C.2; --num-scms networks, --num-samples cells "
+                   "per condition, 30 in the paper)")
+    p.add_argument("--sergio-preset", choices=["in_distribution", "ood"], default="in_distribution",
+                   help="SERGIO parameter ranges of Table 2: 8 genes, or 11 genes (OOD, all test split)")
+    p.add_argument("--graph", nargs="+", default=["er"],
+                   help="SERGIO graphs: 'er', 'scale_free' and/or E. coli / yeast edge-list files "
+                   "(docs/sergio.md)")
+    p.add_argument("--cell-types", type=int, default=5, help="SERGIO cell types per simulation")
     p.add_argument("--noise", choices=["gauss", "beta"], default="gauss")
     p.add_argument("--num-vars", type=int, default=2)
     p.add_argument("--num-scms", type=int, default=3000)
@@ -207,8 +290,12 @@ def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     try:
         args.func(args)
-    except (ValueError, FileNotFoundError, NotADirectoryError) as e:
-        print(f"activa: error: {e}", file=sys.stderr)
+    except (ValueError, OSError, FloatingPointError) as e:
+        # ValueError: bad input (CheckpointError included); OSError: unreadable or unwritable
+        # paths (missing, permission, disk full); FloatingPointError: TrainingDiverged.
+        prefix = "training diverged: " if isinstance(e, FloatingPointError) else ""
+        message = " ".join(str(e).split()) or type(e).__name__
+        print(f"activa: error: {prefix}{message}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("activa: interrupted", file=sys.stderr)

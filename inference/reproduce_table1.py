@@ -45,10 +45,32 @@ LINEAR = dict(num_scms=3000, num_vars=2, num_samples=100, seed=0)
 DATASETS = {
     "gauss2": Entry("Gauss 2", dict(generator="linear", noise="gauss", **LINEAR), "gauss2", "mace-tnp-gauss2"),
     "beta2": Entry("Beta 2", dict(generator="linear", noise="beta", **LINEAR), "beta2", "mace-tnp-beta2"),
+    # SERGIO (Appendix C.2): paper scale, 30 cells per condition; graphs from --sergio-networks
+    "sergio8": Entry("SERGIO", dict(generator="sergio", preset="in_distribution", num_networks=15000,
+                                    num_cells=30, seed=0), None),
+    "sergio11": Entry("OOD", dict(generator="sergio", preset="ood", num_networks=1800, num_cells=30,
+                                  seed=1), None),
 }
+
+#: E. coli and S. cerevisiae networks of the paper (shipped with the ``avici`` package, see
+#: docs/sergio.md); looked up in ``--sergio-networks``.
+SERGIO_NETWORKS = ("ecoli_transcriptional_network_regulonDB_6_7.tsv",
+                   "yeast_transcriptional_network_Balaji2006.tsv")
 
 #: Paper Table 1, baseline rows: (dataset, method) -> {(marginal, metric): value}.
 PAPER = {
+    ("SERGIO", "Linear Causal"): {("all_but_target", "energy"): 1.07, ("all_but_target", "nll"): 14.07,
+                                  ("descendants", "energy"): 1.88, ("descendants", "nll"): 10.80,
+                                  ("non_descendants", "energy"): 0.78, ("non_descendants", "nll"): 12.60},
+    ("SERGIO", "Gaussian Cond."): {("all_but_target", "energy"): 2.81, ("all_but_target", "nll"): 28.85,
+                                   ("descendants", "energy"): 1.97, ("descendants", "nll"): 15.12,
+                                   ("non_descendants", "energy"): 2.67, ("non_descendants", "nll"): 26.92},
+    ("OOD", "Linear Causal"): {("all_but_target", "energy"): 1.07, ("all_but_target", "nll"): 18.55,
+                               ("descendants", "energy"): 2.55, ("descendants", "nll"): 16.96,
+                               ("non_descendants", "energy"): 0.73, ("non_descendants", "nll"): 15.96},
+    ("OOD", "Gaussian Cond."): {("all_but_target", "energy"): 8.22, ("all_but_target", "nll"): 90.87,
+                                ("descendants", "energy"): 3.00, ("descendants", "nll"): 23.29,
+                                ("non_descendants", "energy"): 8.20, ("non_descendants", "nll"): 88.56},
     ("Gauss 2", "Linear Causal"): {("all_but_target", "energy"): 0.09, ("all_but_target", "nll"): 0.90,
                                    ("descendants", "energy"): 0.32, ("descendants", "nll"): 1.39,
                                    ("non_descendants", "energy"): 0.02, ("non_descendants", "nll"): 0.73},
@@ -83,18 +105,29 @@ _MARGINAL = {"all": "All", "all_but_target": "All∖V_t", "descendants": "Desc."
              "non_descendants": "Non-desc."}
 
 
-def dataset_for(name: str, entry: Entry, data_dir: Path) -> Path:
-    """Path of the dataset, simulated (or re-simulated when its metadata is stale)."""
+def dataset_for(name: str, entry: Entry, data_dir: Path, graphs: list[str]) -> Path:
+    """Path of the dataset, simulated (or re-simulated when its metadata is stale).
+
+    ``graphs`` are the SERGIO graph sources (network files or ``["er"]``)."""
     path = data_dir / name
     options = {k: v for k, v in entry.simulate.items() if k != "generator"}
+    expected = dict(entry.simulate)
+    if entry.simulate["generator"] == "sergio":
+        expected["graph_sources"] = [Path(g).name for g in graphs]
     if (path / "manifest.json").exists():
-        meta = ap.load_dataset(path).metadata
-        if all(meta.get(k) == v for k, v in entry.simulate.items()):
+        meta = dict(ap.load_dataset(path).metadata)
+        if "graph_sources" in meta:
+            meta["graph_sources"] = [Path(g["path"] if isinstance(g, dict) else g).name
+                                     for g in meta["graph_sources"]]
+        if all(meta.get(k) == v for k, v in expected.items()):
             return path
         print(f"{path}: metadata differs from the expected settings; simulating again")
     t0 = time.perf_counter()
     if entry.simulate["generator"] == "linear":
         data = ap.simulate.linear_dataset(**options)
+    elif entry.simulate["generator"] == "sergio":
+        data = ap.simulate.sergio_dataset(graph=graphs if len(graphs) > 1 else graphs[0], progress=False,
+                                          **options)
     else:
         raise ValueError(f"unknown generator {entry.simulate['generator']!r}")
     data.save(path)
@@ -136,14 +169,24 @@ def main(argv=None):
     parser.add_argument("--data-dir", default="data", help="where datasets are simulated")
     parser.add_argument("--out", default="docs/results", help="evaluation outputs")
     parser.add_argument("--doc", default="docs/results.md", help="page to update")
+    parser.add_argument("--sergio-networks", default=None,
+                        help="folder with the E. coli and yeast network files of docs/sergio.md (the "
+                        "paper's SERGIO graphs); without it SERGIO uses Erdős–Rényi graphs")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--quiet", action="store_true")
     args = parser.parse_args(argv)
+    if args.sergio_networks:
+        graphs = [str(Path(args.sergio_networks).resolve() / f) for f in SERGIO_NETWORKS]
+        missing = [g for g in graphs if not Path(g).is_file()]
+        if missing:
+            parser.error(f"missing network files {missing}; see docs/sergio.md for where to get them")
+    else:
+        graphs = ["er"]
     os.chdir(ROOT)  # paths in the report are relative to the repository root
     zoo = ap.available_models()
     specs = []
     for name, entry in DATASETS.items():
-        path = dataset_for(name, entry, Path(args.data_dir))
+        path = dataset_for(name, entry, Path(args.data_dir), graphs)
         model = entry.model if entry.model in zoo else None  # a zoo name
         if entry.model and model is None:
             print(f"no zoo model {entry.model!r}: {entry.label} gets the baseline rows only")
