@@ -8,7 +8,8 @@ ArviZ conversion never branch on the method.
 Evaluation happens in two steps:
 
 1. :func:`evaluate_tasks` scores every test task (one SCM and one intervention query) with
-   :func:`activa_ppl.metrics.evaluate_prediction` and returns one row per
+   :func:`activa_ppl.metrics.evaluate_predictions` (the vectorized form of
+   :func:`~activa_ppl.metrics.evaluate_prediction`) and returns one row per
    (method, task, marginal, metric) as a :class:`pandas.DataFrame`;
 2. :func:`summarize` averages the rows into ``{method: {marginal: {metric: {mean, se, n}}}}``.
 
@@ -34,13 +35,14 @@ from pathlib import Path
 from typing import Callable
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
 from activa_ppl import baselines
 from activa_ppl.data import InterventionalDataset, TaskArrays
-from activa_ppl.metrics import MARGINAL_SET_NAMES, evaluate_prediction
+from activa_ppl.metrics import MARGINAL_SET_NAMES, evaluate_predictions
 from activa_ppl.mixture import GaussianMixture
 
 __all__ = [
@@ -247,19 +249,24 @@ def evaluate_tasks(dataset: InterventionalDataset, predictors: dict, split: str 
         if mixtures.batch_shape != (len(tasks.scm),):
             raise ValueError(f"predictor {name!r} returned batch shape {mixtures.batch_shape}; "
                              f"expected ({len(tasks.scm)},), one mixture per task")
+        keys = jax.vmap(lambda t: jax.random.fold_in(key, t))(jnp.arange(len(tasks.scm)))
+        wanted = [j for j, name in enumerate(MARGINAL_SET_NAMES) if name in predictor.sets]
+        chunk = 128
         with tqdm(total=num_scms, desc=f"evaluate {name}", unit="SCM", disable=not progress,
                   leave=False) as bar:
-            for t in range(len(tasks.scm)):
-                s = int(tasks.scm[t])
-                scores = evaluate_prediction(
-                    mixtures[t], tasks.interventional[t], tasks.observational[t], dataset.adjacency[s],
-                    tasks.targets[t].astype(bool), jax.random.fold_in(key, t), sets=predictor.sets,
-                )
-                for set_name, metrics in scores.items():
-                    for metric, value in metrics.items():
-                        rows.append((name, s, int(tasks.query[t]), set_name, metric, value))
-                if t + 1 == len(tasks.scm) or tasks.scm[t + 1] != s:
-                    bar.update(1)
+            for start in range(0, len(tasks.scm), chunk):
+                part = slice(start, min(start + chunk, len(tasks.scm)))
+                scores = evaluate_predictions(
+                    jax.tree_util.tree_map(lambda a: a[part], mixtures), tasks.interventional[part],
+                    dataset.adjacency[tasks.scm[part]], tasks.targets[part], keys[part], chunk_size=chunk)
+                for i, t in enumerate(range(part.start, part.stop)):
+                    for j in wanted:
+                        if np.isnan(scores["nll"][i, j]):
+                            continue  # empty marginal: no value, not a zero
+                        for metric in ("nll", "energy", "ate_mae"):
+                            rows.append((name, int(tasks.scm[t]), int(tasks.query[t]), MARGINAL_SET_NAMES[j],
+                                         metric, float(scores[metric][i, j])))
+                bar.update(len(np.unique(tasks.scm[:part.stop])) - bar.n)  # SCMs scored so far
     return pd.DataFrame(rows, columns=["method", "scm", "query", "marginal", "metric", "value"])
 
 

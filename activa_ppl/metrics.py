@@ -38,6 +38,8 @@ __all__ = [
     "average_treatment_effect",
     "ate_mae",
     "evaluate_prediction",
+    "evaluate_predictions",
+    "marginal_masks",
 ]
 
 #: Names of the evaluation marginals, in table order (paper Table 1).
@@ -267,3 +269,125 @@ def evaluate_prediction(
             "ate_mae": float(ate_mae(pred_ate, true_ate, idx)),
         }
     return results
+
+
+def marginal_masks(adjacency: Any, target_mask: Any) -> np.ndarray:
+    """Boolean masks of the four marginals of :func:`marginal_sets` for many tasks.
+
+    Args:
+      adjacency: ``(T, d, d)`` true graphs.
+      target_mask: ``(T, d)`` intervened variables.
+
+    Returns:
+      ``(T, 4, d)`` booleans, marginals in :data:`MARGINAL_SET_NAMES` order.
+    """
+    adjacency = np.asarray(adjacency)
+    targets = np.asarray(target_mask).astype(bool)
+    if adjacency.ndim != 3 or targets.ndim != 2 or adjacency.shape[:2] != targets.shape:
+        raise ValueError(f"adjacency (T, d, d) and target_mask (T, d) expected; got "
+                         f"{adjacency.shape} and {targets.shape}")
+    masks = np.zeros((len(targets), len(MARGINAL_SET_NAMES), targets.shape[1]), dtype=bool)
+    cache: dict = {}
+    for t in range(len(targets)):
+        key = (adjacency[t].tobytes(), targets[t].tobytes())
+        if key not in cache:
+            sets = marginal_sets(adjacency[t], targets[t])
+            row = np.zeros((len(MARGINAL_SET_NAMES), targets.shape[1]), dtype=bool)
+            for j, name in enumerate(MARGINAL_SET_NAMES):
+                row[j, sets[name]] = True
+            cache[key] = row
+        masks[t] = cache[key]
+    return masks
+
+
+_HALF_LOG_2PI = 0.5 * float(np.log(2 * np.pi))
+
+
+def _masked_scores(weights, locs, covariances, interventional, masks, key):
+    """NLL, energy distance and ATE error of one task on every marginal at once.
+
+    A marginal ``S`` is handled on the full ``d`` coordinates by a mask ``m``: coordinates
+    outside ``S`` are replaced by an independent standard normal evaluated at 0 (mean and
+    sample set to 0, covariance rows/columns to the identity), so the masked mixture density is
+    the exact marginal density times ``N(0 | 0, 1)^(d - |S|)``, which is divided out; distances
+    and ATE errors only sum over ``S``.
+
+    Shapes: weights ``(K,)``, locs ``(K, d)``, covariances ``(K, d, d)``, interventional
+    ``(n, d)``, masks ``(M, d)`` float 0/1 -> three ``(M,)`` arrays (NaN for empty masks).
+    """
+    from activa_ppl.mixture import _log_prob, _sample
+
+    n, d = interventional.shape
+    predicted = _sample(weights, locs, covariances, key, n)  # (n, d), as mixture.sample(n, key)
+    size = jnp.sum(masks, axis=-1)  # (M,)
+
+    def one(m):
+        outer = m[:, None] * m[None, :]
+        cov = covariances * outer + jnp.diag(1.0 - m)
+        logp = _log_prob(weights, locs * m, cov, interventional * m) + (d - jnp.sum(m)) * _HALF_LOG_2PI
+        nll = -jnp.mean(logp)
+
+        def mean_dist(a, b):
+            diff = (a[:, None, :] - b[None, :, :]) * m
+            return jnp.mean(jnp.sqrt(jnp.sum(diff * diff, axis=-1)))
+
+        energy = (2.0 * mean_dist(predicted, interventional) - mean_dist(predicted, predicted)
+                  - mean_dist(interventional, interventional))
+        pred_mean = jnp.sum(weights[:, None] * locs, axis=0)
+        ate = jnp.sum(jnp.abs(pred_mean - jnp.mean(interventional, axis=0)) * m) / jnp.maximum(jnp.sum(m), 1.0)
+        return nll, energy, ate
+
+    nll, energy, ate = jax.vmap(one)(masks)
+    empty = size == 0
+    return tuple(jnp.where(empty, jnp.nan, v) for v in (nll, energy, ate))
+
+
+_batched_scores = jax.jit(jax.vmap(_masked_scores))
+
+
+def evaluate_predictions(mixtures: GaussianMixture, interventional: Any, adjacency: Any,
+                         target_mask: Any, keys: Any, chunk_size: int = 128) -> dict[str, np.ndarray]:
+    """The metrics of :func:`evaluate_prediction` for many tasks at once (vectorized, compiled).
+
+    Gives the same values as calling :func:`evaluate_prediction` per task with ``seed=keys[t]``
+    (up to float32 summation order), about two orders of magnitude faster for thousands of
+    tasks. Note that the ATE error does not depend on the observational mean, which cancels
+    in ``(E_pred[V] - mean(D_obs)) - (mean(D_int) - mean(D_obs))``.
+
+    Args:
+      mixtures: predictions with batch shape ``(T,)``.
+      interventional: ``(T, n, d)`` held-out samples.
+      adjacency: ``(T, d, d)`` true graph of each task's SCM.
+      target_mask: ``(T, d)`` intervened variables.
+      keys: ``(T, 2)`` PRNG keys (one per task) for the predicted samples.
+      chunk_size: tasks per compiled call (memory ``chunk_size * 4 * n^2 * d`` floats).
+
+    Returns:
+      ``{"nll", "energy", "ate_mae"}``, each ``(T, 4)`` in :data:`MARGINAL_SET_NAMES` order, NaN
+      where a marginal is empty.
+    """
+    if len(mixtures.batch_shape) != 1:
+        raise ValueError(f"mixtures must have batch shape (T,); got {mixtures.batch_shape}")
+    num = mixtures.batch_shape[0]
+    interventional = np.asarray(interventional, dtype=np.float32)
+    if interventional.ndim != 3 or interventional.shape[0] != num or interventional.shape[2] != mixtures.num_vars:
+        raise ValueError(f"interventional must have shape ({num}, n, {mixtures.num_vars}); "
+                         f"got {interventional.shape}")
+    masks = marginal_masks(adjacency, target_mask).astype(np.float32)
+    keys = jnp.asarray(keys)
+    out = {name: np.empty((num, len(MARGINAL_SET_NAMES))) for name in ("nll", "energy", "ate_mae")}
+    weights, locs, covs = (np.asarray(mixtures.weights, np.float32), np.asarray(mixtures.locs, np.float32),
+                           np.asarray(mixtures.covariances, np.float32))
+    for start in range(0, num, chunk_size):
+        stop = min(start + chunk_size, num)
+        pad = chunk_size - (stop - start)  # pad the last chunk: one compiled shape
+
+        def take(a):
+            part = a[start:stop]
+            return np.concatenate([part, np.repeat(part[-1:], pad, axis=0)]) if pad else part
+
+        nll, energy, ate = _batched_scores(take(weights), take(locs), take(covs), take(interventional),
+                                           take(masks), jnp.asarray(take(np.asarray(keys))))
+        for name, value in (("nll", nll), ("energy", energy), ("ate_mae", ate)):
+            out[name][start:stop] = np.asarray(value)[: stop - start]
+    return out
