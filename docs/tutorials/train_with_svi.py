@@ -37,7 +37,7 @@ from activa_ppl.training import task_arrays  # noqa: E402
 SMALL = os.environ.get("ACTIVA_TUTORIAL_SCALE", "full") == "small"
 OUT = Path(os.environ.get("ACTIVA_TUTORIAL_OUT", Path(__file__).resolve().parent / "train_with_svi"))
 OUT.mkdir(parents=True, exist_ok=True)
-NUM_STEPS = 40 if SMALL else 2000
+NUM_STEPS = 40 if SMALL else 1000
 
 # %% [markdown]
 # ## Data: tasks
