@@ -1,7 +1,9 @@
 """Safe on-disk array files: one ``.npz`` holding named arrays, JSON metadata and a checksum.
 
-* **No code execution**: files are read with ``numpy.load(allow_pickle=False)``; object arrays,
-  and so pickle payloads, are refused.
+* **No code execution**: files are read by :func:`read_npz`, which parses each entry's ``.npy``
+  header first and refuses object dtypes (pickle payloads), entries that are not ``.npy``
+  arrays and headers that declare more data than the entry holds, before reading any data;
+  the data itself is read with ``allow_pickle=False``.
 * **Integrity**: the metadata stores a SHA-256 over every array's name, dtype, shape and bytes;
   a truncated or altered file is refused with :class:`CheckpointError` (a ``ValueError``).
 * **Atomic replacement**: a file is written to a temporary name in the same folder, flushed and
@@ -25,7 +27,8 @@ from typing import Any, Mapping
 
 import numpy as np
 
-__all__ = ["CheckpointError", "save_arrays", "load_arrays", "atomic_write_bytes", "array_digest", "file_sha256"]
+__all__ = ["CheckpointError", "save_arrays", "load_arrays", "read_npz", "atomic_write_bytes", "array_digest",
+           "file_sha256"]
 
 FORMAT = "activa_ppl.arrays"
 FORMAT_VERSION = 1
@@ -97,6 +100,59 @@ def save_arrays(path: str | os.PathLike, arrays: Mapping[str, Any], meta: Mappin
     return digest
 
 
+def read_npz(path: str | os.PathLike) -> dict[str, np.ndarray]:
+    """Read every array of an untrusted ``.npz`` file without ever unpickling anything.
+
+    Each zip entry must be a ``.npy`` array (format version 1.0 or 2.0). Its header is parsed
+    first; object dtypes (the carrier of pickle payloads) and headers that declare more bytes
+    than the entry holds (a memory bomb) are refused before any data is read. The data is then
+    read with ``numpy.lib.format.read_array(allow_pickle=False)``.
+
+    Returns:
+        ``{name: array}``, names without the ``.npy`` suffix.
+
+    Raises:
+        CheckpointError: the file is missing, not a zip archive, truncated, corrupted, or
+            holds anything but plain numeric arrays.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: no such file")
+    arrays: dict[str, np.ndarray] = {}
+    try:
+        with zipfile.ZipFile(path) as archive:
+            for info in archive.infolist():
+                if not info.filename.endswith(".npy") or info.is_dir():
+                    raise CheckpointError(f"{path}: entry {info.filename!r} is not a .npy array")
+                name = info.filename[:-4]
+                if name in arrays:
+                    raise CheckpointError(f"{path}: duplicate entry {info.filename!r}")
+                with archive.open(info) as f:
+                    version = np.lib.format.read_magic(f)
+                    if version == (1, 0):
+                        shape, fortran, dtype = np.lib.format.read_array_header_1_0(f)
+                    elif version == (2, 0):
+                        shape, fortran, dtype = np.lib.format.read_array_header_2_0(f)
+                    else:
+                        raise CheckpointError(f"{path}: entry {name!r} has unsupported .npy version {version}")
+                    if dtype.hasobject:
+                        raise CheckpointError(
+                            f"{path}: entry {name!r} holds Python objects (dtype {dtype}); files holding "
+                            "pickled objects are never loaded"
+                        )
+                    declared = int(np.prod(shape, dtype=np.float64)) * dtype.itemsize
+                    if declared > info.file_size - f.tell():
+                        raise CheckpointError(f"{path}: entry {name!r} declares {declared} bytes of data "
+                                              f"but holds {info.file_size - f.tell()}; truncated or forged")
+                with archive.open(info) as f:
+                    arrays[name] = np.lib.format.read_array(f, allow_pickle=False)
+    except CheckpointError:
+        raise
+    except Exception as e:  # anything a garbled zip or .npy header raises: zipfile, zlib, ast, numpy
+        raise CheckpointError(f"{path}: truncated or corrupted file ({type(e).__name__}: {e})") from e
+    return arrays
+
+
 def load_arrays(path: str | os.PathLike) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
     """Read and verify a file written by :func:`save_arrays`.
 
@@ -108,21 +164,13 @@ def load_arrays(path: str | os.PathLike) -> tuple[dict[str, np.ndarray], dict[st
             corrupted (checksum mismatch) or contains object (pickled) arrays.
     """
     path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"{path}: no such file")
+    arrays = read_npz(path)
+    if _META_KEY not in arrays:
+        raise CheckpointError(f"{path}: not an activa_ppl array file (no {_META_KEY} entry)")
+    blob = arrays.pop(_META_KEY)
     try:
-        with np.load(path, allow_pickle=False) as npz:
-            names = list(npz.files)
-            if _META_KEY not in names:
-                raise CheckpointError(f"{path}: not an activa_ppl array file (no {_META_KEY} entry)")
-            header = json.loads(npz[_META_KEY].tobytes().decode())
-            arrays = {name: npz[name] for name in names if name != _META_KEY}
-    except CheckpointError:
-        raise
-    except ValueError as e:  # numpy refuses object arrays when allow_pickle=False
-        raise CheckpointError(f"{path}: refused to load ({e}); files holding pickled objects are never loaded") from e
-    except (OSError, zipfile.BadZipFile, EOFError, KeyError, UnicodeDecodeError, json.JSONDecodeError,
-            NotImplementedError, RuntimeError) as e:  # zipfile raises the last two on garbled headers
+        header = json.loads(blob.tobytes().decode())
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as e:
         raise CheckpointError(f"{path}: truncated or corrupted file ({type(e).__name__}: {e})") from e
     if not isinstance(header, dict) or not isinstance(header.get("meta", {}), dict):
         raise CheckpointError(f"{path}: malformed metadata (expected a JSON object)")

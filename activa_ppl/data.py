@@ -25,7 +25,8 @@ from typing import IO, Any, NamedTuple
 import networkx as nx
 import numpy as np
 
-from activa_ppl.checkpoint import atomic_write_bytes, file_sha256
+from activa_ppl.checkpoint import atomic_write_bytes, file_sha256, read_npz
+from activa_ppl.validation import check_values
 
 __all__ = [
     "FORMAT_NAME",
@@ -97,6 +98,14 @@ def _readonly(array: np.ndarray) -> np.ndarray:
     return view
 
 
+def _as_array(name: str, value: Any) -> np.ndarray:
+    """``np.asarray(value)``, with a ValueError naming the field for ragged or unreadable input."""
+    try:
+        return np.asarray(value)
+    except Exception as err:  # ragged nested lists, objects whose __array__ fails
+        raise ValueError(f"{name} cannot be read as an array ({err})") from err
+
+
 def _expect_shape(name: str, array: np.ndarray, shape: tuple, symbolic: str) -> None:
     """Raise a ValueError naming the field unless ``array.shape == shape``."""
     if array.shape != tuple(shape):
@@ -109,7 +118,7 @@ def _shape_str(array: np.ndarray) -> str:
 
 def _as_binary(name: str, value: Any, dtype: type) -> np.ndarray:
     """Convert a bool or 0/1-valued array to ``dtype``, refusing any other value."""
-    array = np.asarray(value)
+    array = _as_array(name, value)
     if array.dtype != np.bool_:
         if array.dtype.kind not in "biuf":
             raise ValueError(f"{name} must be a bool or 0/1 numeric array, got dtype {array.dtype}")
@@ -166,7 +175,8 @@ class InterventionalDataset:
 
     Arrays are converted to the dtypes above (bool/0-1 only for masks) and stored as read-only
     views; construction raises ValueError naming the offending field and shapes when the arrays
-    are inconsistent, non-finite or out of range.
+    are inconsistent, non-finite, of magnitude above 1e15 (:data:`activa_ppl.validation.MAX_ABS_VALUE`)
+    or out of range.
     """
 
     observational: np.ndarray
@@ -185,17 +195,19 @@ class InterventionalDataset:
         """Validate and normalise all fields (see the class docstring)."""
         setf = object.__setattr__
 
-        obs = np.asarray(self.observational)
+        obs = _as_array("observational", self.observational)
         if obs.dtype.kind not in "biuf":
             raise ValueError(f"observational must be numeric, got dtype {obs.dtype}")
+        check_values(obs, "observational", axes=("scm", "sample"))
         obs = obs.astype(np.float32, copy=False)
         if obs.ndim != 3:
             raise ValueError(f"observational must have shape (S, N_obs, d), got {_shape_str(obs)}")
         num_scms, _, d = obs.shape
 
-        inter = np.asarray(self.interventional)
+        inter = _as_array("interventional", self.interventional)
         if inter.dtype.kind not in "biuf":
             raise ValueError(f"interventional must be numeric, got dtype {inter.dtype}")
+        check_values(inter, "interventional", axes=("scm", "query", "sample"))
         inter = inter.astype(np.float32, copy=False)
         if inter.ndim != 4 or inter.shape[0] != num_scms or inter.shape[3] != d:
             raise ValueError(
@@ -207,22 +219,23 @@ class InterventionalDataset:
         targets = _as_binary("targets", self.targets, np.bool_)
         _expect_shape("targets", targets, (num_scms, num_queries, d), "(S, M, d)")
 
-        index = np.asarray(self.intervention_index)
+        index = _as_array("intervention_index", self.intervention_index)
         if index.dtype.kind not in "iu" and not (index.size == 0 and index.dtype.kind == "f"):
             raise ValueError(f"intervention_index must be an integer array, got dtype {index.dtype}")
         index = index.astype(np.int32, copy=False)
         _expect_shape("intervention_index", index, (num_scms, num_queries), "(S, M)")
 
-        values = np.asarray(self.intervention_values)
+        values = _as_array("intervention_values", self.intervention_values)
         if values.dtype.kind not in "biuf":
             raise ValueError(f"intervention_values must be numeric, got dtype {values.dtype}")
+        check_values(values, "intervention_values", axes=("scm", "query"))
         values = values.astype(np.float32, copy=False)
         _expect_shape("intervention_values", values, (num_scms, num_queries), "(S, M)")
 
         adjacency = _as_binary("adjacency", self.adjacency, np.int8)
         _expect_shape("adjacency", adjacency, (num_scms, d, d), "(S, d, d)")
 
-        split = np.asarray(self.split)
+        split = _as_array("split", self.split)
         if split.dtype.kind not in "iu" and not (split.size == 0 and split.dtype.kind == "f"):
             raise ValueError(f"split must be an integer array, got dtype {split.dtype}")
         if split.shape != (num_scms,):
@@ -264,6 +277,9 @@ class InterventionalDataset:
             names = tuple(names)
         if len(names) != d:
             raise ValueError(f"variable_names must have length d = {d}, got {len(names)}")
+        if len(set(names)) != len(names):
+            dup = sorted({n for n in names if names.count(n) > 1})
+            raise ValueError(f"variable_names must be distinct; duplicates {dup}")
 
         if not isinstance(self.metadata, Mapping):
             raise ValueError(f"metadata must be a dict, got {type(self.metadata).__name__}")
@@ -275,7 +291,7 @@ class InterventionalDataset:
         for key, value in self.extras.items():
             if not isinstance(key, str) or not _EXTRA_NAME_RE.match(key):
                 raise ValueError(f"extras key {key!r} must match {_EXTRA_NAME_RE.pattern}")
-            array = np.asarray(value)
+            array = _as_array(f"extras[{key!r}]", value)
             if array.dtype.kind in "OV":
                 raise ValueError(f"extras[{key!r}] has unsupported dtype {array.dtype} (no objects)")
             if array.ndim == 0 or array.shape[0] != num_scms:
@@ -477,20 +493,24 @@ class InterventionalDataset:
         Verifies that both files exist, that the manifest has the expected format name and
         version, that the SHA-256 of ``data.npz`` matches, and that the stored arrays have the
         shapes and dtypes listed in the manifest; raises ValueError otherwise. Arrays are read
-        with ``allow_pickle=False``.
+        by :func:`activa_ppl.checkpoint.read_npz`, which never unpickles: an entry holding
+        Python objects is refused before any of its data is read.
         """
         directory = os.fspath(path)
         manifest_path = os.path.join(directory, _MANIFEST_FILE)
         data_path = os.path.join(directory, _DATA_FILE)
-        if not os.path.isdir(directory):
+        if not os.path.exists(directory):
             raise ValueError(f"dataset directory {directory!r} does not exist")
+        if not os.path.isdir(directory):
+            raise ValueError(f"dataset path {directory!r} is not a directory (expected a folder holding "
+                             f"{_DATA_FILE} and {_MANIFEST_FILE})")
         for required in (manifest_path, data_path):
             if not os.path.isfile(required):
                 raise ValueError(f"dataset file {required!r} is missing")
         try:
             with open(manifest_path, encoding="utf-8") as handle:
                 manifest = json.load(handle)
-        except (OSError, ValueError) as err:
+        except (OSError, ValueError, RecursionError) as err:
             raise ValueError(f"cannot parse {manifest_path!r}: {err}") from err
         if not isinstance(manifest, dict) or manifest.get("format") != FORMAT_NAME:
             found = manifest.get("format") if isinstance(manifest, dict) else None
@@ -500,21 +520,18 @@ class InterventionalDataset:
                 f"{manifest_path!r} has format_version {manifest.get('format_version')!r}; "
                 f"this library reads version {FORMAT_VERSION}"
             )
-        for key in ("sha256", "arrays", "num_interventions", "variable_names", "metadata", "extras"):
-            if key not in manifest:
-                raise ValueError(f"{manifest_path!r} lacks the field {key!r}")
+        _check_manifest(manifest, manifest_path)
         digest = file_sha256(data_path)
         if digest != manifest["sha256"]:
             raise ValueError(
                 f"checksum mismatch for {data_path!r}: sha256 {digest} != manifest {manifest['sha256']}"
             )
         expected = manifest["arrays"]
-        with np.load(data_path, allow_pickle=False) as npz:
-            if set(npz.files) != set(expected):
-                raise ValueError(
-                    f"{data_path!r} holds arrays {sorted(npz.files)}, manifest lists {sorted(expected)}"
-                )
-            arrays = {key: npz[key] for key in npz.files}
+        arrays = read_npz(data_path)  # never unpickles; CheckpointError is a ValueError
+        if set(arrays) != set(expected):
+            raise ValueError(
+                f"{data_path!r} holds arrays {sorted(arrays)}, manifest lists {sorted(expected)}"
+            )
         for key, array in arrays.items():
             spec = expected[key]
             if list(array.shape) != list(spec["shape"]) or array.dtype.str != spec["dtype"]:
@@ -538,6 +555,34 @@ class InterventionalDataset:
             metadata=manifest["metadata"],
             extras=extras,
         )
+
+
+def _check_manifest(manifest: dict, manifest_path: str) -> None:
+    """Check the types of the manifest fields that :meth:`InterventionalDataset.load` reads."""
+    def fail(field: str, expected: str) -> None:
+        raise ValueError(f"{manifest_path!r}: field {field!r} must be {expected}, "
+                         f"got {manifest.get(field)!r:.80}")
+
+    for key in ("sha256", "arrays", "num_interventions", "variable_names", "metadata", "extras"):
+        if key not in manifest:
+            raise ValueError(f"{manifest_path!r} lacks the field {key!r}")
+    if not isinstance(manifest["sha256"], str):
+        fail("sha256", "a hex string")
+    arrays = manifest["arrays"]
+    if not isinstance(arrays, dict):
+        fail("arrays", "an object {name: {shape, dtype}}")
+    for key, spec in arrays.items():
+        if not (isinstance(spec, dict) and isinstance(spec.get("dtype"), str)
+                and isinstance(spec.get("shape"), list)
+                and all(isinstance(n, int) and not isinstance(n, bool) and n >= 0 for n in spec["shape"])):
+            raise ValueError(f"{manifest_path!r}: arrays[{key!r}] must be {{'shape': [non-negative ints], "
+                             f"'dtype': str}}, got {spec!r:.80}")
+    names = manifest["variable_names"]
+    if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+        fail("variable_names", "a list of strings")
+    extras = manifest["extras"]
+    if not isinstance(extras, list) or not all(isinstance(n, str) for n in extras):
+        fail("extras", "a list of strings")
 
 
 def load_dataset(path: str | os.PathLike) -> InterventionalDataset:

@@ -31,7 +31,9 @@ from activa_ppl.checkpoint import CheckpointError, atomic_write_bytes, file_sha2
 from activa_ppl.config import ActivaConfig
 from activa_ppl.mixture import GaussianMixture, as_prng_key
 from activa_ppl.model import Activa, predictive_mixture
-from activa_ppl.validation import as_observations, check_intervention_index, resolve_targets
+from activa_ppl.validation import (as_intervention_indices, as_observation_batch, as_observations,
+                                   as_target_masks, check_intervention_index, check_positive_int,
+                                   check_seed, resolve_targets)
 
 __all__ = ["FittedActiva", "load"]
 
@@ -73,6 +75,13 @@ class FittedActiva:
 
         Returns:
             :class:`GaussianMixture` over all d variables with S·B components.
+
+        Raises:
+            ValueError: bad input, named in the message: ``obs`` (not a numeric 2-d array with
+                at least 2 rows and 1 column, NaN/inf, magnitude above 1e15, duplicate or
+                non-numeric columns), ``target`` (unknown name, index out of range, nothing
+                targeted), ``intervention`` (not an integer in ``0..|I|-1``), ``seed`` or
+                ``num_latents``.
         """
         array, names = as_observations(obs, "obs")
         mask = resolve_targets(target, names, "target")
@@ -89,34 +98,31 @@ class FittedActiva:
             observational: ``(Q, N, d)`` observational datasets.
             targets: ``(Q, d)`` 0/1 target masks.
             intervention_index: ``(Q,)`` intervention indices.
+            seed, num_latents: as in :meth:`predict`.
+            variable_names: optional names of the d variables.
 
         Returns:
             batched :class:`GaussianMixture` with batch shape ``(Q,)``.
+
+        Raises:
+            ValueError: bad input, named in the message (shapes, dtypes, NaN/inf, magnitude
+                above 1e15, masks that are not 0/1 or target nothing, indices outside
+                ``0..|I|-1``, ``seed``, ``num_latents``, ``variable_names``).
         """
-        obs = np.asarray(observational, dtype=np.float32)
-        targets = np.asarray(targets, dtype=np.float32)
-        index = np.asarray(intervention_index)
-        if obs.ndim != 3:
-            raise ValueError(f"observational: expected shape (Q, N, d), got {obs.shape}")
+        obs = as_observation_batch(observational, "observational")
         q, n, d = obs.shape
-        if n < 2:
-            raise ValueError(f"observational: needs at least 2 samples per query, got {n}")
-        if targets.shape != (q, d):
-            raise ValueError(f"targets: expected shape {(q, d)}, got {targets.shape}")
-        if index.shape != (q,) or not np.issubdtype(index.dtype, np.integer):
-            raise ValueError(f"intervention_index: expected {q} integers, got shape {index.shape} dtype {index.dtype}")
-        if not np.all(np.isfinite(obs)):
-            raise ValueError("observational: contains NaN or inf")
-        if np.any((index < 0) | (index >= self.config.num_interventions)):
-            raise ValueError(
-                f"intervention_index: values must lie in 0..{self.config.num_interventions - 1}"
-            )
-        if not np.all((targets == 0) | (targets == 1)) or np.any(targets.sum(-1) == 0):
-            raise ValueError("targets: each row must be a 0/1 mask with at least one target")
+        targets = as_target_masks(targets, q, d, "targets")
+        index = as_intervention_indices(intervention_index, q, self.config.num_interventions,
+                                        "intervention_index")
+        seed = check_seed(seed, "seed")
+        num_latents = (self.config.num_predictive_latents if num_latents is None
+                       else check_positive_int(num_latents, "num_latents"))
+        if variable_names is not None:
+            if isinstance(variable_names, str) or len(variable_names) != d:
+                raise ValueError(f"variable_names: expected {d} names, got {variable_names!r}")
         return predictive_mixture(
             self.activa, self.params, as_prng_key(seed), jnp.asarray(obs), jnp.asarray(targets),
-            jnp.asarray(index, jnp.int32), num_latents or self.config.num_predictive_latents,
-            variable_names=variable_names,
+            jnp.asarray(index, jnp.int32), num_latents, variable_names=variable_names,
         )
 
     # -- persistence -----------------------------------------------------------------------------
@@ -174,7 +180,7 @@ def load(path: str | os.PathLike) -> FittedActiva:
         raise CheckpointError(f"{path}: not a saved ACTIVA model (no config.json)")
     try:
         config = json.loads(config_path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as e:
         raise CheckpointError(f"{config_path}: not valid JSON ({e})") from e
     if not isinstance(config, dict) or config.get("format") != MODEL_FORMAT \
             or config.get("format_version") != MODEL_FORMAT_VERSION:
@@ -194,9 +200,12 @@ def load(path: str | os.PathLike) -> FittedActiva:
         activa = Activa(ActivaConfig.from_dict(config["model_config"]))
     except (TypeError, ValueError, KeyError) as e:
         raise CheckpointError(f"{config_path}: invalid model_config ({e})") from e
+    info = config.get("info", {})
+    if not isinstance(info, dict):
+        raise CheckpointError(f"{config_path}: 'info' must be a JSON object, got {type(info).__name__}")
     params = unflatten_params(arrays)
     _check_params(activa, params, path)
-    return FittedActiva(activa=activa, params=params, info=config.get("info", {}))
+    return FittedActiva(activa=activa, params=params, info=info)
 
 
 def flatten_params(params) -> dict[str, np.ndarray]:
@@ -218,9 +227,14 @@ def _check_params(activa: Activa, params, path) -> None:
     expected = traverse_util.flatten_dict(expected_param_shapes(activa), sep="/")
     got = traverse_util.flatten_dict(params, sep="/")
     missing, extra = sorted(set(expected) - set(got)), sorted(set(got) - set(expected))
-    wrong = sorted(k for k in set(expected) & set(got) if expected[k].shape != got[k].shape)
+    wrong = sorted(k for k in set(expected) & set(got)
+                   if expected[k].shape != got[k].shape or expected[k].dtype != got[k].dtype)
     if missing or extra or wrong:
         raise CheckpointError(
             f"{path}: parameters do not fit the configuration "
-            f"(missing {missing[:3]}, unexpected {extra[:3]}, wrong shape {wrong[:3]})"
+            f"(missing {missing[:3]}, unexpected {extra[:3]}, wrong shape or dtype {wrong[:3]})"
         )
+    non_finite = sorted(k for k, v in got.items() if not bool(jnp.all(jnp.isfinite(v))))
+    if non_finite:
+        raise CheckpointError(f"{path}: {len(non_finite)} parameter array(s) hold NaN or inf, "
+                              f"e.g. {non_finite[:3]}; refusing a diverged model")

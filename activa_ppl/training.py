@@ -12,8 +12,19 @@ state, which is checkpointed with it.
 Each ``metrics.jsonl`` line holds ``step``; ``train_loss_per_sample``, the chunk's mean
 β-weighted negative ELBO (the SVI loss) divided by the number of training tasks and of
 interventional samples per task; ``valid_nll``, the mean NLL per held-out interventional sample
-under the prior-predictive mixture; ``best_valid_nll`` and ``best_step``; and ``elapsed_s``,
-training wall time summed over resumed runs.
+under the prior-predictive mixture; ``best_valid_nll`` and ``best_step``; ``learning_rate``, the
+rate the chunk ran with (below ``TrainConfig.learning_rate`` only after a non-finite retry); and
+``elapsed_s``, training wall time summed over resumed runs.
+
+Numerical faults: a chunk whose loss, parameters or optimizer state hold NaN/inf, or after
+which the validation NLL is NaN/inf, is never accepted: the state rolls back to the start of the
+chunk, nothing is written, and ``train(on_nonfinite=...)`` decides what follows. ``"stop"``
+(default) raises :class:`TrainingDiverged`, which carries the last good step, the checkpoint
+path and a :class:`FittedActiva` of the best parameters so far. ``"retry"`` halves the
+learning rate, logs a warning on the ``activa_ppl.training`` logger and runs the chunk again
+from the rolled-back state, at most ``max_retries`` times per run; the reduced rate is kept
+for the rest of the run and stored in the checkpoint, so a resumed run continues with it,
+bit-identically.
 
 Users who want the plain NumPyro loop call ``activa.svi(optimizer, subsample_size=B).run(...)``
 themselves (see the "Training your own" tutorial).
@@ -23,6 +34,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import math
 import time
 from functools import partial
@@ -47,10 +59,29 @@ __all__ = ["train", "make_optimizer", "svi_chunks", "SVIChunks", "task_arrays", 
 
 CHECKPOINT_NAME = "checkpoint.npz"
 METRICS_NAME = "metrics.jsonl"
+#: The values of ``train(on_nonfinite=...)``.
+NONFINITE_POLICIES = ("stop", "retry")
+
+logger = logging.getLogger(__name__)
 
 
 class TrainingDiverged(FloatingPointError):
-    """The loss or the parameters became NaN/inf; the last good checkpoint is left untouched."""
+    """The loss, the parameters or the validation NLL became NaN/inf.
+
+    Nothing non-finite is ever written or returned: the checkpoint, if any, keeps the last good
+    state.
+
+    Attributes:
+        step: the last good step (0 if no chunk completed).
+        checkpoint: path of the checkpoint holding the last good state, or ``None``.
+        fitted: :class:`FittedActiva` with the best parameters so far (the initial parameters
+            when no chunk completed, ``info["best_step"] == -1`` then), or ``None``.
+    """
+
+    def __init__(self, message: str, *, step: int | None = None, checkpoint: Path | None = None,
+                 fitted: FittedActiva | None = None):
+        super().__init__(message)
+        self.step, self.checkpoint, self.fitted = step, checkpoint, fitted
 
 
 def make_optimizer(config: TrainConfig):
@@ -144,7 +175,32 @@ def _restore_state(template, leaves: list[np.ndarray], path: Path):
 
 
 def _all_finite(tree) -> bool:
-    return all(bool(jnp.all(jnp.isfinite(x))) for x in jax.tree_util.tree_leaves(tree))
+    return all(bool(jnp.all(jnp.isfinite(x))) for x in jax.tree_util.tree_leaves(tree)
+               if jnp.issubdtype(jnp.asarray(x).dtype, jnp.inexact))
+
+
+def _chunk_fault(losses: np.ndarray, state, step: int) -> str | None:
+    """Why a chunk that started after ``step`` must be rejected, or ``None``."""
+    if not np.all(np.isfinite(losses)):
+        bad = int(np.argmax(~np.isfinite(losses)))
+        return f"non-finite loss ({losses[bad]}) at step {step + bad + 1}"
+    if not _all_finite(state.optim_state):
+        return f"non-finite parameters or optimizer state after step {step + len(losses)}"
+    return None
+
+
+def _rescaled_chunks(activa: Activa, config: TrainConfig, scale: float, num_tasks: int,
+                     initialised: numpyro.infer.SVI) -> SVIChunks:
+    """The chunk of ``config`` with its learning rate times ``scale``, ready to continue a run.
+
+    Adam's state does not depend on the rate, so the running state carries over unchanged.
+    ``svi.init`` would set the new SVI's ``constrain_fn`` (the same model and guide give the same
+    one); it is copied from the initialised SVI instead, since the state already exists.
+    """
+    chunks = svi_chunks(activa, dataclasses.replace(config, learning_rate=config.learning_rate * scale),
+                        num_tasks)
+    chunks.svi.constrain_fn = initialised.constrain_fn
+    return chunks
 
 
 def train(
@@ -157,6 +213,8 @@ def train(
     workdir: str | Path | None = None,
     resume: bool = True,
     progress: bool = True,
+    on_nonfinite: str = "stop",
+    max_retries: int = 3,
     **overrides: Any,
 ) -> FittedActiva:
     """Train ``activa`` on the ``"train"`` split of ``data``; validate on ``"valid"``.
@@ -172,15 +230,30 @@ def train(
             from the same model and training configuration; only ``num_steps`` may differ, so a
             finished run can be extended.
         progress: show a progress bar.
+        on_nonfinite: what a chunk with a NaN/inf loss, parameter or validation NLL leads to,
+            after rolling back to the state before it: ``"stop"`` raises
+            :class:`TrainingDiverged`; ``"retry"`` halves the learning rate and runs the chunk
+            again (see the module docstring).
+        max_retries: the most learning-rate halvings of one run under ``"retry"`` (counted
+            across resumes); the next fault then raises :class:`TrainingDiverged`.
 
     Returns:
         :class:`FittedActiva` with the parameters of the best validation NLL.
 
     Raises:
-        TrainingDiverged: the loss became NaN/inf; the checkpoint keeps the last good state.
+        TrainingDiverged: the loss, parameters or validation NLL became NaN/inf (and, under
+            ``"retry"``, the retries are used up); the checkpoint keeps the last good state
+            and the exception carries the best parameters so far.
         ValueError: the dataset does not fit the model (e.g. more intervention indices than
-            ``config.num_interventions``) or has an empty split.
+            ``config.num_interventions``) or has an empty split, or ``on_nonfinite`` /
+            ``max_retries`` are invalid.
+        CheckpointError: the checkpoint in ``workdir`` is corrupted, unsafe, from another
+            configuration, or holds NaN/inf values.
     """
+    if on_nonfinite not in NONFINITE_POLICIES:
+        raise ValueError(f"on_nonfinite must be one of {NONFINITE_POLICIES}, got {on_nonfinite!r}")
+    if isinstance(max_retries, bool) or not isinstance(max_retries, int) or max_retries < 0:
+        raise ValueError(f"max_retries must be a non-negative integer, got {max_retries!r}")
     config = config or TrainConfig()
     fields = dict(overrides)
     if num_steps is not None:
@@ -208,6 +281,7 @@ def train(
     state = chunks.init(*train_arrays)
 
     step, best_step, best_nll, elapsed_before = 0, -1, math.inf, 0.0
+    lr_scale, retries = 1.0, 0
     best_params = svi.get_params(state)
     workdir = Path(workdir) if workdir is not None else None
     ckpt_path = workdir / CHECKPOINT_NAME if workdir else None
@@ -231,13 +305,32 @@ def train(
         leaves = [arrays[f"state/{i:04d}"] for i in range(meta["num_state_leaves"])]
         state = _restore_state(state, leaves, ckpt_path)
         best_params = unflatten_params({k[5:]: v for k, v in arrays.items() if k.startswith("best/")})
+        if not _all_finite(state) or not _all_finite(best_params):
+            raise CheckpointError(f"{ckpt_path}: holds NaN/inf values; refusing to resume from it")
         step, best_step, best_nll = meta["step"], meta["best_step"], meta["best_nll"]
         elapsed_before = float(meta.get("elapsed_s", 0.0))
+        lr_scale, retries = float(meta.get("lr_scale", 1.0)), int(meta.get("retries", 0))
+        if lr_scale != 1.0:  # the run had halved its learning rate after a non-finite chunk
+            chunks = _rescaled_chunks(activa, config, lr_scale, num_tasks, svi)
         _truncate_metrics(metrics_path, step)
     elif metrics_path is not None and metrics_path.exists():
         metrics_path.unlink()  # a fresh run starts a fresh log
 
     start = time.perf_counter()
+
+    def summary() -> dict:
+        info = {
+            "num_steps": step,
+            "best_step": best_step,
+            "best_valid_nll": best_nll,
+            "train_config": config.to_dict(),
+            "dataset": data.metadata,
+            "wall_time_s": round(elapsed_before + time.perf_counter() - start, 1),
+        }
+        if retries:
+            info.update(nonfinite_retries=retries, final_learning_rate=config.learning_rate * lr_scale)
+        return info
+
     bar = tqdm(total=config.num_steps, initial=step, disable=not progress, desc="ACTIVA SVI",
                unit="step", dynamic_ncols=True)
     try:
@@ -245,17 +338,35 @@ def train(
             length = min(config.eval_every, config.num_steps - step)
             new_state, losses = chunks.run(length, state, *train_arrays)
             losses = np.asarray(losses)
-            if not np.all(np.isfinite(losses)) or not _all_finite(new_state.optim_state):
-                bad = int(np.argmax(~np.isfinite(losses))) if not np.all(np.isfinite(losses)) else length - 1
+            fault = _chunk_fault(losses, new_state, step)
+            if fault is None:
+                params = svi.get_params(new_state)
+                nll = float(validation_nll(activa, params, valid_key, *valid_arrays[:3],
+                                           activa.config.num_validation_latents, valid_arrays[3]))
+                if not math.isfinite(nll):
+                    fault = f"non-finite validation NLL ({nll}) after step {step + length}"
+            if fault is not None:
+                # Roll back: ``state`` still holds the last good state; nothing was written.
+                good = f"last good state is step {step}" + (
+                    f" (checkpoint {ckpt_path})" if ckpt_path is not None and ckpt_path.exists() else "")
+                learning_rate = config.learning_rate * lr_scale
+                if on_nonfinite == "retry" and retries < max_retries:
+                    retries, lr_scale = retries + 1, lr_scale / 2
+                    logger.warning(
+                        "ACTIVA training: %s; rolled back to step %d and retrying with learning rate "
+                        "%g (was %g; retry %d of %d)", fault, step, config.learning_rate * lr_scale,
+                        learning_rate, retries, max_retries)
+                    chunks = _rescaled_chunks(activa, config, lr_scale, num_tasks, svi)
+                    continue
+                hint = (f"; gave up after {retries} retr{'y' if retries == 1 else 'ies'} with halved "
+                        f"learning rates (last {learning_rate:g})" if on_nonfinite == "retry" else
+                        "; lower the learning rate, set clip_norm, or train(on_nonfinite='retry')")
                 raise TrainingDiverged(
-                    f"non-finite loss at step {step + bad + 1}; stopped, last good state is step {step}"
-                    + (f" (checkpoint {ckpt_path})" if ckpt_path else "")
-                    + "; lower the learning rate or set clip_norm"
+                    f"{fault}; stopped, {good}; no non-finite value was written{hint}",
+                    step=step, checkpoint=ckpt_path if ckpt_path is not None and ckpt_path.exists() else None,
+                    fitted=FittedActiva(activa=activa, params=best_params, info=summary()),
                 )
             state, step = new_state, step + length
-            params = svi.get_params(state)
-            nll = float(validation_nll(activa, params, valid_key, *valid_arrays[:3],
-                                       activa.config.num_validation_latents, valid_arrays[3]))
             if nll < best_nll:
                 best_nll, best_step, best_params = nll, step, params
             record = {
@@ -264,6 +375,7 @@ def train(
                 "valid_nll": nll,
                 "best_valid_nll": best_nll,
                 "best_step": best_step,
+                "learning_rate": config.learning_rate * lr_scale,
                 "elapsed_s": round(elapsed_before + time.perf_counter() - start, 3),
             }
             if ckpt_path is not None:
@@ -277,20 +389,13 @@ def train(
                 save_arrays(ckpt_path, arrays, {
                     **meta_base, "step": step, "best_step": best_step, "best_nll": best_nll,
                     "num_state_leaves": len(leaves), "elapsed_s": record["elapsed_s"],
+                    "lr_scale": lr_scale, "retries": retries,
                 })
             bar.update(length)
             bar.set_postfix(loss=f"{record['train_loss_per_sample']:.3f}", valid_nll=f"{nll:.3f}")
     finally:
         bar.close()
-    info = {
-        "num_steps": step,
-        "best_step": best_step,
-        "best_valid_nll": best_nll,
-        "train_config": config.to_dict(),
-        "dataset": data.metadata,
-        "wall_time_s": round(elapsed_before + time.perf_counter() - start, 1),
-    }
-    return FittedActiva(activa=activa, params=best_params, info=info)
+    return FittedActiva(activa=activa, params=best_params, info=summary())
 
 
 def _truncate_metrics(path: Path | None, step: int) -> None:
