@@ -69,6 +69,14 @@ def to_inference_data(mixture: GaussianMixture, observed: Any = None, *, num_dra
     """
     import arviz as az
 
+    if not isinstance(mixture, GaussianMixture):
+        raise ValueError(f"mixture must be a GaussianMixture; got {type(mixture).__name__}")
+    for name, value in (("num_draws", num_draws), ("num_chains", num_chains)) + \
+            ((("num_samples", num_samples),) if num_samples is not None else ()):
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+            raise ValueError(f"{name} must be a positive integer; got {value!r}")
+    if num_samples is not None and num_samples < 1:
+        raise ValueError(f"num_samples must be a positive integer; got {num_samples!r}")
     if mixture.batch_shape not in ((),) and len(mixture.batch_shape) != 1:
         raise ValueError(f"mixture must have batch shape () or (T,); got {mixture.batch_shape}")
     if num_draws < 1 or num_chains < 1:
@@ -78,7 +86,10 @@ def to_inference_data(mixture: GaussianMixture, observed: Any = None, *, num_dra
     d = mixture.num_vars
     expected = ("(T, N, d)" if batched else "(N, d)")
     if observed is not None:
-        observed = np.asarray(observed, dtype=np.float64)
+        try:
+            observed = np.asarray(observed, dtype=np.float64)
+        except (TypeError, ValueError) as e:
+            raise ValueError(f"observed must be a numeric array; {e}") from None
         if observed.ndim != (3 if batched else 2) or observed.shape[-1] != d or \
                 (batched and observed.shape[0] != mixture.batch_shape[0]):
             raise ValueError(f"observed must have shape {expected} for this mixture (d={d}, "

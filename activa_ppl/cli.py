@@ -23,6 +23,9 @@ def _cmd_demo(args):
 
 
 def _cmd_simulate(args):
+    if args.num_samples < 2 or args.num_scms < 1:
+        raise ValueError("--num-samples must be at least 2 (a dataset needs 2 samples to be used) "
+                         "and --num-scms at least 1")
     from activa_ppl.simulate.ambiguous import ambiguous_dataset
     from activa_ppl.simulate.linear import linear_dataset
 
@@ -54,7 +57,8 @@ def _cmd_train(args):
     config = ActivaConfig.preset(args.preset, num_interventions=max(1, data.num_interventions))
     fitted = train(Activa(config), data, num_steps=args.steps, seed=args.seed,
                    batch_size=args.batch_size, learning_rate=args.lr, eval_every=args.eval_every,
-                   workdir=args.workdir, resume=not args.no_resume, progress=not args.quiet)
+                   workdir=args.workdir, resume=not args.no_resume, progress=not args.quiet,
+                   on_nonfinite=args.on_nonfinite, max_retries=args.max_retries)
     fitted.save(args.out)
     print(f"best validation NLL {fitted.info['best_valid_nll']:.4f} at step "
           f"{fitted.info['best_step']}; model written to {args.out}")
@@ -249,6 +253,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--workdir", default=None, help="checkpoint + metrics folder (enables resume)")
     p.add_argument("--no-resume", action="store_true")
+    p.add_argument("--on-nonfinite", choices=["stop", "retry"], default="stop",
+                   help="a NaN/inf loss rolls back the chunk, then stops (default) or retries it "
+                   "with a halved learning rate")
+    p.add_argument("--max-retries", type=int, default=3, help="learning-rate halvings allowed")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=_cmd_train)
 

@@ -332,7 +332,12 @@ class GaussianMixture:
 
         Returns:
           ``(n, *batch_shape, d)`` samples.
+
+        Raises:
+          ValueError: ``n`` is not a positive integer.
         """
+        if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
+            raise ValueError(f"n (the number of samples) must be a positive integer; got {n!r}")
         return _sample(self.weights, self.locs, self.covariances, as_prng_key(seed), int(n))
 
     # ------------------------------------------------------------- structure

@@ -95,3 +95,17 @@ def test_bad_inputs(gaussian):
         to_inference_data(mix, np.zeros((5, 2)), variable_names=["joint", "x"])
     with pytest.raises(ValueError, match="positive"):
         to_inference_data(mix, num_draws=0)
+
+
+def test_argument_types_are_checked(gaussian):
+    mix, _, _ = gaussian
+    with pytest.raises(ValueError, match="num_draws"):
+        to_inference_data(mix, num_draws=1.5)
+    with pytest.raises(ValueError, match="num_samples"):
+        to_inference_data(mix, num_samples=-1)
+    with pytest.raises(ValueError, match="GaussianMixture"):
+        to_inference_data(np.zeros(3))
+    with pytest.raises(ValueError, match="numeric"):
+        to_inference_data(mix, np.array([[{"a": 1}, 2.0]], dtype=object))
+    with pytest.raises(ValueError, match="positive integer"):
+        mix.sample(-1, seed=0)

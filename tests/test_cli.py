@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 
 import activa_ppl as ap
-from activa_ppl.cli import main
+from activa_ppl.cli import build_parser, main
 
 
 @pytest.fixture(scope="module")
@@ -86,3 +86,15 @@ def test_inference_train_script(tmp_path):
         capture_output=True, text=True, cwd=__import__("pathlib").Path(__file__).parents[1])
     assert proc.returncode == 0, proc.stderr
     assert ap.load(tmp_path / "model").info["num_steps"] == 10
+
+
+def test_simulate_refuses_datasets_that_cannot_be_used(tmp_path, capsys):
+    assert main(["simulate", "--num-samples", "1", "--out", str(tmp_path / "d")]) == 2
+    assert "--num-samples must be at least 2" in capsys.readouterr().err
+    assert not (tmp_path / "d").exists()
+
+
+def test_train_exposes_the_nonfinite_policy():
+    args = build_parser().parse_args(["train", "--data", "d", "--out", "m", "--on-nonfinite", "retry",
+                                      "--max-retries", "2"])
+    assert (args.on_nonfinite, args.max_retries) == ("retry", 2)
