@@ -35,7 +35,7 @@ from activa_ppl.validation import (as_intervention_indices, as_observation_batch
                                    as_target_masks, check_intervention_index, check_positive_int,
                                    check_seed, resolve_targets)
 
-__all__ = ["FittedActiva", "load"]
+__all__ = ["FittedActiva", "check_params", "load", "read_model_folder", "write_model_folder"]
 
 MODEL_FORMAT = "activa_ppl.model"
 MODEL_FORMAT_VERSION = 1
@@ -128,35 +128,48 @@ class FittedActiva:
     # -- persistence -----------------------------------------------------------------------------
     def save(self, path: str | os.PathLike) -> Path:
         """Write the model into the folder ``path`` (see the module docstring for the layout)."""
-        path = Path(path)
-        path.mkdir(parents=True, exist_ok=True)
-        flat = flatten_params(self.params)
-        config = {
-            "format": MODEL_FORMAT,
-            "format_version": MODEL_FORMAT_VERSION,
-            "model_config": self.config.to_dict(),
-            "info": self.info,
-        }
-        json.dumps(config)  # fail early, before touching the folder, if info is not JSON
-        staging = path / ".params.npz.staging"
-        new_params = None
-        try:
-            save_arrays(staging, flat, {"model_config": self.config.to_dict()})
-            digest = file_sha256(staging)
-            new_params = path / f"params-{digest[:12]}.npz"
-            os.replace(staging, new_params)
-            config.update(params_file=new_params.name, params_sha256=digest)
-            text = json.dumps(config, indent=2, sort_keys=True).encode()
-            atomic_write_bytes(path / "config.json", lambda f: f.write(text))  # the commit point
-        except BaseException:
-            staging.unlink(missing_ok=True)
-            if new_params is not None and new_params.name != _committed_params(path):
-                new_params.unlink(missing_ok=True)
-            raise
-        for stale in path.glob("params-*.npz"):
-            if stale != new_params:
-                stale.unlink()
-        return path
+        return write_model_folder(path, MODEL_FORMAT, MODEL_FORMAT_VERSION, self.config.to_dict(),
+                                  self.params, self.info)
+
+
+def write_model_folder(path: str | os.PathLike, fmt: str, version: int, model_config: dict, params,
+                       info: dict) -> Path:
+    """Write a saved-model folder (the layout of the module docstring), shared by every model type.
+
+    The content-addressed parameter file is written first, then ``config.json`` atomically (the
+    commit point), then parameter files it no longer names are removed.
+
+    Args:
+        path: the folder (created).
+        fmt, version: the ``format`` and ``format_version`` entries of ``config.json``.
+        model_config: JSON-serialisable architecture configuration.
+        params: the parameter pytree (flattened with :func:`flatten_params`).
+        info: JSON-serialisable training summary.
+    """
+    path = Path(path)
+    path.mkdir(parents=True, exist_ok=True)
+    flat = flatten_params(params)
+    config = {"format": fmt, "format_version": version, "model_config": model_config, "info": info}
+    json.dumps(config)  # fail early, before touching the folder, if info is not JSON
+    staging = path / ".params.npz.staging"
+    new_params = None
+    try:
+        save_arrays(staging, flat, {"model_config": model_config})
+        digest = file_sha256(staging)
+        new_params = path / f"params-{digest[:12]}.npz"
+        os.replace(staging, new_params)
+        config.update(params_file=new_params.name, params_sha256=digest)
+        text = json.dumps(config, indent=2, sort_keys=True).encode()
+        atomic_write_bytes(path / "config.json", lambda f: f.write(text))  # the commit point
+    except BaseException:
+        staging.unlink(missing_ok=True)
+        if new_params is not None and new_params.name != _committed_params(path):
+            new_params.unlink(missing_ok=True)
+        raise
+    for stale in path.glob("params-*.npz"):
+        if stale != new_params:
+            stale.unlink()
+    return path
 
 
 def _committed_params(path: Path) -> str | None:
@@ -174,19 +187,45 @@ def load(path: str | os.PathLike) -> FittedActiva:
         CheckpointError: missing files, wrong format, checksum mismatch, or parameters that do
             not fit the configuration.
     """
+    model_config, params, info, config_path = read_model_folder(path, MODEL_FORMAT, MODEL_FORMAT_VERSION,
+                                                                "ACTIVA")
+    try:
+        activa = Activa(ActivaConfig.from_dict(model_config))
+    except (TypeError, ValueError, KeyError) as e:
+        raise CheckpointError(f"{config_path}: invalid model_config ({e})") from e
+    check_params(expected_param_shapes(activa), params, path)
+    return FittedActiva(activa=activa, params=params, info=info)
+
+
+def read_model_folder(path: str | os.PathLike, fmt: str, version: int, kind: str):
+    """Read a folder written by :func:`write_model_folder`, checking everything but the parameter
+    shapes (which need the model: see :func:`check_params`).
+
+    Args:
+        path: the folder.
+        fmt, version: the expected ``format`` and ``format_version``.
+        kind: the model's name in error messages (e.g. ``"ACTIVA"``).
+
+    Returns:
+        ``(model_config dict, params pytree, info dict, config.json path)``.
+
+    Raises:
+        CheckpointError: missing files, invalid JSON, another format or version, checksum
+            mismatch, an unsafe or corrupted parameter file.
+    """
     path = Path(path)
     config_path = path / "config.json"
     if not config_path.is_file():
-        raise CheckpointError(f"{path}: not a saved ACTIVA model (no config.json)")
+        raise CheckpointError(f"{path}: not a saved {kind} model (no config.json)")
     try:
         config = json.loads(config_path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as e:
         raise CheckpointError(f"{config_path}: not valid JSON ({e})") from e
-    if not isinstance(config, dict) or config.get("format") != MODEL_FORMAT \
-            or config.get("format_version") != MODEL_FORMAT_VERSION:
+    if not isinstance(config, dict) or config.get("format") != fmt or config.get("format_version") != version:
         found = (config.get("format"), config.get("format_version")) if isinstance(config, dict) else None
-        raise CheckpointError(f"{config_path}: not an ACTIVA model of a supported format and version "
-                              f"(found {found}, expected {(MODEL_FORMAT, MODEL_FORMAT_VERSION)})")
+        article = "an" if kind[:1].upper() in "AEIOU" else "a"
+        raise CheckpointError(f"{config_path}: not {article} {kind} model of a supported format and version "
+                              f"(found {found}, expected {(fmt, version)})")
     params_name = config.get("params_file")
     if not isinstance(params_name, str) or Path(params_name).name != params_name:
         raise CheckpointError(f"{config_path}: invalid params_file entry {params_name!r}")
@@ -196,16 +235,12 @@ def load(path: str | os.PathLike) -> FittedActiva:
     if file_sha256(params_path) != config.get("params_sha256"):
         raise CheckpointError(f"{params_path}: SHA-256 differs from config.json; the file is corrupted")
     arrays, _ = load_arrays(params_path)
-    try:
-        activa = Activa(ActivaConfig.from_dict(config["model_config"]))
-    except (TypeError, ValueError, KeyError) as e:
-        raise CheckpointError(f"{config_path}: invalid model_config ({e})") from e
     info = config.get("info", {})
     if not isinstance(info, dict):
         raise CheckpointError(f"{config_path}: 'info' must be a JSON object, got {type(info).__name__}")
-    params = unflatten_params(arrays)
-    _check_params(activa, params, path)
-    return FittedActiva(activa=activa, params=params, info=info)
+    if "model_config" not in config:
+        raise CheckpointError(f"{config_path}: no model_config entry")
+    return config["model_config"], unflatten_params(arrays), info, config_path
 
 
 def flatten_params(params) -> dict[str, np.ndarray]:
@@ -223,8 +258,10 @@ def expected_param_shapes(activa: Activa):
     return jax.eval_shape(activa.init_params, jax.random.PRNGKey(0))
 
 
-def _check_params(activa: Activa, params, path) -> None:
-    expected = traverse_util.flatten_dict(expected_param_shapes(activa), sep="/")
+def check_params(expected_shapes, params, path) -> None:
+    """Refuse parameters whose names, shapes or dtypes differ from ``expected_shapes`` (a pytree of
+    ``jax.ShapeDtypeStruct``, e.g. from ``jax.eval_shape``) or that hold NaN/inf."""
+    expected = traverse_util.flatten_dict(expected_shapes, sep="/")
     got = traverse_util.flatten_dict(params, sep="/")
     missing, extra = sorted(set(expected) - set(got)), sorted(set(got) - set(expected))
     wrong = sorted(k for k in set(expected) & set(got)

@@ -64,17 +64,17 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-from flax import traverse_util
 from tqdm.auto import tqdm
 
-from activa_ppl.checkpoint import CheckpointError, atomic_write_bytes, file_sha256, load_arrays, save_arrays
+from activa_ppl.checkpoint import CheckpointError, load_arrays, save_arrays
 from activa_ppl.data import InterventionalDataset, TaskArrays
 from activa_ppl.evaluation import INTERVENTION_VALUE, Predictor
-from activa_ppl.fitted import flatten_params, unflatten_params
+from activa_ppl.fitted import (check_params, flatten_params, read_model_folder, unflatten_params,
+                               write_model_folder)
 from activa_ppl.metrics import MARGINAL_SET_NAMES
 from activa_ppl.mixture import GaussianMixture
 from activa_ppl.networks import AttentionBlock, FeedForward
-from activa_ppl.training import TrainingDiverged
+from activa_ppl.training import TrainingDiverged, _truncate_metrics  # the same metrics.jsonl rule
 from activa_ppl.validation import as_observations, resolve_targets
 
 __all__ = [
@@ -648,38 +648,8 @@ class FittedMaceTnp:
         content-addressed parameter file is written first, then ``config.json`` atomically,
         then parameter files it no longer names are removed.
         """
-        path = Path(path)
-        path.mkdir(parents=True, exist_ok=True)
-        flat = flatten_params(self.params)
-        config = {"format": MODEL_FORMAT, "format_version": MODEL_FORMAT_VERSION,
-                  "model_config": self.config.to_dict(), "info": self.info}
-        json.dumps(config)  # fail early, before touching the folder, if info is not JSON
-        staging = path / ".params.npz.staging"
-        new_params = None
-        try:
-            save_arrays(staging, flat, {"model_config": self.config.to_dict()})
-            digest = file_sha256(staging)
-            new_params = path / f"params-{digest[:12]}.npz"
-            os.replace(staging, new_params)
-            config.update(params_file=new_params.name, params_sha256=digest)
-            text = json.dumps(config, indent=2, sort_keys=True).encode()
-            atomic_write_bytes(path / "config.json", lambda f: f.write(text))  # the commit point
-        except BaseException:
-            staging.unlink(missing_ok=True)
-            if new_params is not None and new_params.name != _committed_params(path):
-                new_params.unlink(missing_ok=True)
-            raise
-        for stale in path.glob("params-*.npz"):
-            if stale != new_params:
-                stale.unlink()
-        return path
-
-
-def _committed_params(path: Path) -> str | None:
-    try:
-        return json.loads((path / "config.json").read_text()).get("params_file")
-    except (OSError, ValueError, AttributeError):
-        return None
+        return write_model_folder(path, MODEL_FORMAT, MODEL_FORMAT_VERSION, self.config.to_dict(),
+                                  self.params, self.info)
 
 
 def load_mace_tnp(path: str | os.PathLike) -> FittedMaceTnp:
@@ -689,48 +659,14 @@ def load_mace_tnp(path: str | os.PathLike) -> FittedMaceTnp:
         CheckpointError: missing files, another format (e.g. an ACTIVA model), checksum
             mismatch, or parameters that do not fit the configuration.
     """
-    path = Path(path)
-    config_path = path / "config.json"
-    if not config_path.is_file():
-        raise CheckpointError(f"{path}: not a saved MACE-TNP model (no config.json)")
+    raw_config, params, info, config_path = read_model_folder(path, MODEL_FORMAT, MODEL_FORMAT_VERSION,
+                                                              "MACE-TNP")
     try:
-        config = json.loads(config_path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise CheckpointError(f"{config_path}: not valid JSON ({e})") from e
-    if not isinstance(config, dict) or config.get("format") != MODEL_FORMAT \
-            or config.get("format_version") != MODEL_FORMAT_VERSION:
-        found = (config.get("format"), config.get("format_version")) if isinstance(config, dict) else None
-        raise CheckpointError(f"{config_path}: not a MACE-TNP model of a supported format and version "
-                              f"(found {found}, expected {(MODEL_FORMAT, MODEL_FORMAT_VERSION)})")
-    params_name = config.get("params_file")
-    if not isinstance(params_name, str) or Path(params_name).name != params_name:
-        raise CheckpointError(f"{config_path}: invalid params_file entry {params_name!r}")
-    params_path = path / params_name
-    if not params_path.is_file():
-        raise CheckpointError(f"{params_path}: missing (named by {config_path})")
-    if file_sha256(params_path) != config.get("params_sha256"):
-        raise CheckpointError(f"{params_path}: SHA-256 differs from config.json; the file is corrupted")
-    arrays, _ = load_arrays(params_path)
-    try:
-        model_config = MaceTnpConfig.from_dict(config["model_config"])
+        model_config = MaceTnpConfig.from_dict(raw_config)
     except (TypeError, ValueError, KeyError) as e:
         raise CheckpointError(f"{config_path}: invalid model_config ({e})") from e
-    params = unflatten_params(arrays)
-    _check_params(model_config, params, path)
-    return FittedMaceTnp(config=model_config, params=params, info=config.get("info", {}))
-
-
-def _check_params(config: MaceTnpConfig, params, path) -> None:
-    expected = traverse_util.flatten_dict(
-        jax.eval_shape(lambda k: init_params(config, k), jax.random.PRNGKey(0)), sep="/")
-    got = traverse_util.flatten_dict(params, sep="/")
-    missing, extra = sorted(set(expected) - set(got)), sorted(set(got) - set(expected))
-    wrong = sorted(k for k in set(expected) & set(got) if expected[k].shape != got[k].shape)
-    if missing or extra or wrong:
-        raise CheckpointError(
-            f"{path}: parameters do not fit the configuration "
-            f"(missing {missing[:3]}, unexpected {extra[:3]}, wrong shape {wrong[:3]})"
-        )
+    check_params(jax.eval_shape(lambda k: init_params(model_config, k), jax.random.PRNGKey(0)), params, path)
+    return FittedMaceTnp(config=model_config, params=params, info=info)
 
 
 def mace_tnp_predictor(fitted: FittedMaceTnp, batch_size: int = 256) -> Predictor:
@@ -773,20 +709,6 @@ def _task_arrays(tasks: TaskArrays, dataset: InterventionalDataset):
 
 def _all_finite(tree) -> bool:
     return all(bool(jnp.all(jnp.isfinite(x))) for x in jax.tree_util.tree_leaves(tree))
-
-
-def _truncate_metrics(path: Path | None, step: int) -> None:
-    """Drop metric lines logged after the checkpoint a run resumes from."""
-    if path is None or not path.exists():
-        return
-    kept = []
-    for line in path.read_text().splitlines():
-        try:
-            if json.loads(line)["step"] <= step:
-                kept.append(line)
-        except (json.JSONDecodeError, KeyError, TypeError):
-            break  # a line cut short by a kill
-    path.write_text("".join(line + "\n" for line in kept))
 
 
 def train_mace_tnp(
