@@ -74,7 +74,7 @@ from activa_ppl.fitted import (check_params, flatten_params, read_model_folder, 
 from activa_ppl.metrics import MARGINAL_SET_NAMES
 from activa_ppl.mixture import GaussianMixture
 from activa_ppl.networks import AttentionBlock, FeedForward
-from activa_ppl.training import TrainingDiverged, _truncate_metrics  # the same metrics.jsonl rule
+from activa_ppl.training import TrainingDiverged, _all_finite, _truncate_metrics  # shared rules
 from activa_ppl.validation import as_observations, resolve_targets
 
 __all__ = [
@@ -705,10 +705,6 @@ def _task_arrays(tasks: TaskArrays, dataset: InterventionalDataset):
     return (jnp.asarray(tasks.observational, jnp.float32), jnp.asarray(tasks.interventional, jnp.float32),
             jnp.asarray(tasks.targets, jnp.float32),
             jnp.asarray(dataset.intervention_values[tasks.scm, tasks.query], jnp.float32))
-
-
-def _all_finite(tree) -> bool:
-    return all(bool(jnp.all(jnp.isfinite(x))) for x in jax.tree_util.tree_leaves(tree))
 
 
 def train_mace_tnp(

@@ -78,6 +78,7 @@ def machine_info() -> dict:
         "platform": platform.platform(),
         "python": platform.python_version(),
         "jax": jax.__version__,
+        "numpy": np.__version__,
         "jaxlib": getattr(jax.lib, "__version__", None) or _jaxlib_version(),
         "numpyro": numpyro.__version__,
         "flax": flax.__version__,

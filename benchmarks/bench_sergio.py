@@ -28,48 +28,17 @@ Timings on a shared CPU box vary by about +-30 % run to run; both sides run in t
 from __future__ import annotations
 
 import argparse
-import datetime as _dt
 import json
 import os
-import platform
 import subprocess
 import sys
 import tempfile
 import time
 
 import numpy as np
+from bench_core import machine_info  # same folder: run as python benchmarks/bench_sergio.py
 
 DEFAULT_REFERENCE_PYTHON = "/work/avici-venv/bin/python"
-
-
-def machine_info() -> dict:
-    import jax
-
-    cpu = "unknown"
-    try:
-        with open("/proc/cpuinfo") as handle:
-            for line in handle:
-                if line.startswith("model name"):
-                    cpu = line.split(":", 1)[1].strip()
-                    break
-    except OSError:
-        pass
-    try:
-        usable = len(os.sched_getaffinity(0))
-    except AttributeError:
-        usable = os.cpu_count()
-    return {
-        "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-        "platform": platform.platform(),
-        "cpu": cpu,
-        "cores_logical": os.cpu_count(),
-        "cores_usable": usable,
-        "load_avg_1_5_15": [round(x, 2) for x in os.getloadavg()],
-        "python": platform.python_version(),
-        "jax": jax.__version__,
-        "numpy": np.__version__,
-        "jax_backend": jax.default_backend(),
-    }
 
 
 # ----------------------------------------------------------------------------- reference side
