@@ -203,7 +203,10 @@ def _cmd_models(args):
     if not models:
         print("no pretrained models installed")
     for name, path in models.items():
-        print(f"{name:12s} {path}")
+        card = path / "card.md"
+        title = card.read_text().splitlines()[0].lstrip("# ") if card.is_file() else ""
+        summary = title.split(":", 1)[1].strip() if ":" in title else title
+        print(f"{name:12s} {summary}\n{'':12s} {path}")
 
 
 def build_parser() -> argparse.ArgumentParser:

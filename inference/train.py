@@ -31,6 +31,7 @@ def train_and_save(args) -> ap.FittedActiva:
     model = ap.Activa(ap.ActivaConfig.preset(args.preset, num_interventions=data.num_interventions))
     fitted = ap.train(model, data, num_steps=args.steps, seed=args.seed, batch_size=args.batch_size,
                       learning_rate=args.lr, eval_every=args.eval_every, workdir=args.workdir)
+    fitted.info["machine"] = ap.report.machine_description()  # for the model card
     fitted.save(args.out)
     print(json.dumps({k: fitted.info[k] for k in ("num_steps", "best_step", "best_valid_nll", "wall_time_s")}))
     return fitted

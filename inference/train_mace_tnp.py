@@ -35,6 +35,7 @@ def train_and_save(args) -> FittedMaceTnp:
     fitted = train_mace_tnp(config, data, num_steps=args.steps, seed=args.seed, batch_size=args.batch_size,
                             learning_rate=args.lr, eval_every=args.eval_every, workdir=args.workdir,
                             progress=not args.no_progress)
+    fitted.info["machine"] = ap.report.machine_description()  # for the model card
     fitted.save(args.out)
     print(json.dumps({k: fitted.info[k] for k in ("num_steps", "best_step", "best_valid_nll", "wall_time_s")}))
     return fitted

@@ -41,3 +41,31 @@ def test_shipped_baseline_predicts(path, rng):
     obs = rng.normal(size=(1, 50, d)).astype(np.float32)
     mix = fitted.predict_batch(obs, np.eye(d, dtype=np.float32)[:1], np.array([5.0], np.float32))
     assert mix.batch_shape == (1,) and np.isfinite(np.asarray(mix.covariances)).all()
+
+
+def test_every_zoo_file_is_package_data():
+    """A wheel carries the whole zoo: pyproject's package-data patterns match every model file."""
+    import fnmatch
+    import tomllib
+
+    setup = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
+    assert setup["package-dir"]["activa_ppl.models"] == "models"
+    assert "activa_ppl.models" in setup["packages"]
+    patterns = setup["package-data"]["activa_ppl.models"]
+    files = [p.relative_to(ROOT / "models").as_posix() for p in (ROOT / "models").rglob("*")
+             if p.is_file() and p.suffix in {".json", ".npz", ".md"}]
+    assert files
+    # setuptools' globs do not cross "/": match path depth as well as the pattern
+    missing = [f for f in files if not any(
+        fnmatch.fnmatch(f, pat) and f.count("/") == pat.count("/") for pat in patterns)]
+    assert not missing, f"zoo files not shipped in wheels: {missing}"
+
+
+def test_cli_models_lists_every_model_with_its_card_title(capsys):
+    from activa_ppl.cli import main
+
+    assert main(["models"]) == 0
+    out = capsys.readouterr().out
+    for name in ZOO:
+        assert name in out
+    assert "ACTIVA for 2-variable linear-Gaussian SCMs" in out  # gauss2's card title
