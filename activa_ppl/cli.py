@@ -53,12 +53,21 @@ def _cmd_train(args):
     from activa_ppl.model import Activa
     from activa_ppl.training import train
 
+    if args.distributed:  # before any JAX computation
+        from activa_ppl.distributed import initialize
+
+        initialize(args.coordinator, args.num_processes, args.process_id)
     data = load_dataset(args.data)
     config = ActivaConfig.preset(args.preset, num_interventions=max(1, data.num_interventions))
     fitted = train(Activa(config), data, num_steps=args.steps, seed=args.seed,
                    batch_size=args.batch_size, learning_rate=args.lr, eval_every=args.eval_every,
                    workdir=args.workdir, resume=not args.no_resume, progress=not args.quiet,
-                   on_nonfinite=args.on_nonfinite, max_retries=args.max_retries)
+                   on_nonfinite=args.on_nonfinite, max_retries=args.max_retries,
+                   data_parallel=args.data_parallel)
+    import jax
+
+    if jax.process_index() != 0:  # multi-host: process 0 writes the model
+        return
     fitted.save(args.out)
     print(f"best validation NLL {fitted.info['best_valid_nll']:.4f} at step "
           f"{fitted.info['best_step']}; model written to {args.out}")
@@ -260,6 +269,14 @@ def build_parser() -> argparse.ArgumentParser:
                    help="a NaN/inf loss rolls back the chunk, then stops (default) or retries it "
                    "with a halved learning rate")
     p.add_argument("--max-retries", type=int, default=3, help="learning-rate halvings allowed")
+    p.add_argument("--data-parallel", action="store_true",
+                   help="shard each minibatch over all devices (batch size divisible by their number)")
+    p.add_argument("--distributed", action="store_true",
+                   help="multi-host: call jax.distributed.initialize first (auto-detects SLURM etc.; "
+                   "every host needs the same --data); use with --data-parallel")
+    p.add_argument("--coordinator", default=None, help="with --distributed: host:port of process 0")
+    p.add_argument("--num-processes", type=int, default=None, help="with --distributed --coordinator")
+    p.add_argument("--process-id", type=int, default=None, help="with --distributed --coordinator")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=_cmd_train)
 

@@ -127,6 +127,11 @@ class TrainConfig:
         eval_every: steps per compiled chunk; validation NLL and a checkpoint follow each chunk.
         num_validation_tasks: validation tasks used for the NLL (a fixed, seeded subset).
         seed: the root PRNG seed of the run.
+        data_parallel: shard every step's minibatch over all devices (``jax.devices()``, all
+            hosts after :func:`activa_ppl.distributed.initialize`) with parameters and
+            optimizer state replicated; ``batch_size`` must be divisible by the device count.
+            The losses agree with single-device training to float tolerance, not bitwise
+            (another reduction order). See the "Scaling" page of the documentation.
     """
 
     num_steps: int = 2000
@@ -136,8 +141,11 @@ class TrainConfig:
     eval_every: int = 100
     num_validation_tasks: int = 256
     seed: int = 0
+    data_parallel: bool = False
 
     def __post_init__(self):
+        if not isinstance(self.data_parallel, bool):
+            raise ValueError(f"TrainConfig.data_parallel must be a bool, got {self.data_parallel!r}")
         for name in ("num_steps", "batch_size", "eval_every", "num_validation_tasks"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:

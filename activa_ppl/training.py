@@ -2,8 +2,7 @@
 tracking and atomic, resumable checkpoints.
 
 :func:`train` is the convenience entry point. Under it, every ``eval_every`` steps run as one
-compiled ``lax.scan`` over ``svi.update`` (no per-step Python dispatch, one compile per run);
-after each chunk the validation NLL of the prior-predictive mixture is computed, the best
+compiled loop over ``svi.update`` (no per-step Python dispatch); after each chunk the validation NLL of the prior-predictive mixture is computed, the best
 parameters are kept, a checkpoint is written atomically and a JSON line is appended to
 ``metrics.jsonl``. A killed run resumes from its last checkpoint and ends bit-identical to an
 uninterrupted run with the same seed: all randomness comes from the PRNG key inside the SVI
@@ -26,6 +25,19 @@ from the rolled-back state, at most ``max_retries`` times per run; the reduced r
 for the rest of the run and stored in the checkpoint, so a resumed run continues with it,
 bit-identically.
 
+Compilation: the chunk's step count is a traced argument (a ``lax.fori_loop`` writing the
+losses into a fixed ``(eval_every,)`` buffer), so a shorter last chunk reuses the compiled
+function, and the compiled chunk is cached on what is truly static (the model configuration,
+learning rate, ``clip_norm``, batch size, number of training tasks, ``eval_every``, the device
+mesh); seeds and keys are traced arguments. Training a second dataset of the same shapes with an
+equal configuration, or the same dataset with another seed, does not compile again. A retry under
+``on_nonfinite="retry"`` changes the learning rate and so compiles once more.
+
+Data parallelism: ``TrainConfig(data_parallel=True)`` shards every step's minibatch over all
+devices (:func:`data_mesh`, one ``"data"`` axis) while parameters and optimizer state stay
+replicated; on several hosts call :func:`activa_ppl.distributed.initialize` first (see the
+"Scaling" page of the documentation).
+
 Users who want the plain NumPyro loop call ``activa.svi(optimizer, subsample_size=B).run(...)``
 themselves (see the "Training your own" tutorial).
 """
@@ -33,6 +45,7 @@ themselves (see the "Training your own" tutorial).
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import logging
 import math
@@ -46,6 +59,7 @@ import jax.numpy as jnp
 import numpy as np
 import numpyro
 import optax
+from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec
 from tqdm.auto import tqdm
 
 from activa_ppl.checkpoint import CheckpointError, load_arrays, save_arrays
@@ -55,7 +69,7 @@ from activa_ppl.fitted import FittedActiva, flatten_params, unflatten_params
 from activa_ppl.model import Activa, decoded_distribution, predictive_arrays
 
 __all__ = ["train", "make_optimizer", "svi_chunks", "SVIChunks", "task_arrays", "validation_nll",
-           "TrainingDiverged"]
+           "TrainingDiverged", "data_mesh", "replicate"]
 
 CHECKPOINT_NAME = "checkpoint.npz"
 METRICS_NAME = "metrics.jsonl"
@@ -111,16 +125,138 @@ class SVIChunks(NamedTuple):
 
     Attributes:
         svi: the :class:`numpyro.infer.SVI` of the β-ELBO.
-        init: ``init(*train_arrays) -> SVIState``.
-        run: ``run(length, state, *train_arrays) -> (state, losses (length,))``, jitted
-            (``length`` static): ``length`` SVI steps in one ``lax.scan``.
+        init: ``init(*train_arrays) -> SVIState`` (replicated over ``mesh`` when it is set).
+        run: ``run(length, state, *train_arrays) -> (state, losses (length,))``: ``length``
+            SVI steps (``1 <= length <= config.eval_every``) in one compiled loop. ``length``
+            is a traced argument, so every length shares one compiled function; the function is
+            cached across :func:`svi_chunks` calls with an equal static configuration.
+            ``run.lower(length, state, *train_arrays).compile()`` gives an executable called as
+            ``compiled(state, *train_arrays) -> (state, losses (length,))``.
         valid_key: PRNG key of the validation latent draws.
+        mesh: the device mesh of data-parallel training (``config.data_parallel``), else
+            ``None``. The training arrays and the state must be :func:`replicate`-d over it.
     """
 
     svi: numpyro.infer.SVI
     init: Callable
     run: Callable
     valid_key: jax.Array
+    mesh: Mesh | None = None
+
+
+#: Name of the mesh axis the minibatch is sharded over.
+DATA_AXIS = "data"
+# Times the chunk loop has been traced (a Python side effect at trace time; tests read it).
+_CHUNK_TRACES = [0]
+
+
+def data_mesh(devices=None) -> Mesh:
+    """A one-axis mesh ``("data",)`` over ``devices`` (default: ``jax.devices()``, all hosts).
+
+    The axis is *Auto*: jax 0.10's default *Explicit* axes fail inside NumPyro's
+    ``MultivariateNormal`` (``ShardingTypeError``).
+    """
+    devices = np.asarray(jax.devices() if devices is None else devices)
+    return Mesh(devices.reshape(-1), (DATA_AXIS,), axis_types=(AxisType.Auto,))
+
+
+def replicate(tree, mesh: Mesh | None):
+    """Every leaf of ``tree`` as a global array replicated over ``mesh`` (``None``: unchanged).
+
+    Works with several processes too: each process supplies its local copies from its own
+    (identical) values, so every host must hold the same data.
+    """
+    if mesh is None:
+        return tree
+    sharding = NamedSharding(mesh, PartitionSpec())
+
+    def one(x):
+        if isinstance(x, jax.Array) and x.sharding == sharding:
+            return x
+        host = np.asarray(x)
+        return jax.make_array_from_callback(host.shape, sharding, lambda index: host[index])
+
+    return jax.tree_util.tree_map(one, tree)
+
+
+@functools.lru_cache(maxsize=8)
+def _chunk_function(activa: Activa, optimizer_key: tuple, num_tasks: int, batch_size: int,
+                    max_length: int, mesh: Mesh | None):
+    """``(svi, run)`` for one static configuration, cached.
+
+    ``run(state, length, batch_key, *arrays) -> (state, losses (max_length,))`` is jitted;
+    only ``losses[:length]`` are meaningful. ``optimizer_key = (learning_rate, clip_norm)``.
+    """
+    learning_rate, clip_norm = optimizer_key
+    svi = activa.svi(make_optimizer(TrainConfig(learning_rate=learning_rate, clip_norm=clip_norm)))
+    batch_sharding = None if mesh is None else NamedSharding(mesh, PartitionSpec(DATA_AXIS))
+
+    def run(state, length, batch_key, *arrays):
+        _CHUNK_TRACES[0] += 1
+
+        def one_step(i, carry):
+            s, losses = carry
+            batch = _minibatch(batch_key, s.optim_state[0], arrays, num_tasks, batch_size)
+            if batch_sharding is not None:  # batch axis over the devices; the state stays replicated
+                batch = tuple(jax.lax.with_sharding_constraint(a, batch_sharding) for a in batch)
+            s, loss = svi.update(s, *batch, total_tasks=num_tasks)
+            return s, losses.at[i].set(loss)
+
+        losses = jnp.zeros((max_length,), jnp.float32)
+        return jax.lax.fori_loop(0, length, one_step, (state, losses))
+
+    if mesh is None:
+        return svi, jax.jit(run)
+    replicated = NamedSharding(mesh, PartitionSpec())
+    return svi, jax.jit(run, out_shardings=replicated)
+
+
+def _minibatch(batch_key, step_index, arrays, num_tasks: int, batch_size: int):
+    """The ``batch_size`` tasks of step ``step_index``: drawn without replacement, keyed by the step."""
+    idx = jax.random.choice(jax.random.fold_in(batch_key, step_index), num_tasks,
+                            (batch_size,), replace=False)
+    return tuple(a[idx] for a in arrays)
+
+
+class _ChunkRunner:
+    """``run(length, state, *arrays)`` of :class:`SVIChunks` over a cached compiled loop."""
+
+    def __init__(self, compiled_run, batch_key, max_length: int, mesh: Mesh | None):
+        self._run, self._batch_key, self._max_length, self._mesh = (
+            compiled_run, batch_key, max_length, mesh)
+
+    def _length(self, length) -> jax.Array:
+        if isinstance(length, bool) or not isinstance(length, (int, np.integer)) \
+                or not 1 <= length <= self._max_length:
+            raise ValueError(f"a chunk runs 1..{self._max_length} (eval_every) steps, got {length!r}")
+        return replicate(np.int32(length), self._mesh)
+
+    def __call__(self, length, state, *arrays):
+        state, losses = self._run(state, self._length(length), self._batch_key, *arrays)
+        return state, losses[:length]
+
+    def lower(self, length, state, *arrays):
+        """Lower for ``length`` steps; ``.compile()`` gives ``compiled(state, *arrays)``."""
+        return _LoweredChunk(self._run.lower(state, self._length(length), self._batch_key, *arrays),
+                             self._length(length), self._batch_key, int(length))
+
+
+class _LoweredChunk:
+    def __init__(self, lowered, length, batch_key, num_steps: int):
+        self._lowered, self._length, self._batch_key, self._num_steps = lowered, length, batch_key, num_steps
+
+    def __getattr__(self, name):  # as_text, cost_analysis, ... of the jax Lowered
+        return getattr(self._lowered, name)
+
+    def compile(self):
+        compiled, length, key, n = self._lowered.compile(), self._length, self._batch_key, self._num_steps
+
+        def call(state, *arrays):
+            state, losses = compiled(state, length, key, *arrays)
+            return state, losses[:n]
+
+        call.compiled = compiled
+        return call
 
 
 def svi_chunks(activa: Activa, config: TrainConfig, num_tasks: int) -> SVIChunks:
@@ -130,27 +266,37 @@ def svi_chunks(activa: Activa, config: TrainConfig, num_tasks: int) -> SVIChunks
     step count (so a resumed run draws the same minibatches as an uninterrupted one), and calls
     ``svi.update`` with ``total_tasks`` scaling, so all ``num_particles`` latent draws of a
     step share one minibatch.
+
+    The compiled loop is cached on ``(activa.config, learning_rate, clip_norm, num_tasks,
+    batch size, eval_every, mesh)``; the seed enters as traced keys, so another seed or another
+    dataset of the same shapes reuses it. With ``config.data_parallel`` the minibatch of each
+    step is sharded over :func:`data_mesh` (the batch size must be divisible by the number of
+    devices) and the state is kept replicated.
+
+    Raises:
+        ValueError: ``config.data_parallel`` and the batch size is not divisible by the number
+            of devices.
     """
     batch_size = min(config.batch_size, num_tasks)
-    svi = activa.svi(make_optimizer(config))
+    mesh = None
+    if config.data_parallel:
+        mesh = data_mesh()
+        if batch_size % mesh.size:
+            raise ValueError(
+                f"data-parallel training shards each minibatch over {mesh.size} devices: the batch "
+                f"size ({batch_size}{' = the number of training tasks' if batch_size < config.batch_size else ''}) "
+                f"must be divisible by {mesh.size}")
+    svi, compiled_run = _chunk_function(activa, (config.learning_rate, config.clip_norm), num_tasks,
+                                        batch_size, config.eval_every, mesh)
     init_key, valid_key, batch_key = jax.random.split(jax.random.PRNGKey(config.seed), 3)
 
-    def minibatch(step_index, arrays):
-        idx = jax.random.choice(jax.random.fold_in(batch_key, step_index), num_tasks,
-                                (batch_size,), replace=False)
-        return tuple(a[idx] for a in arrays)
-
     def init(*arrays):
-        return svi.init(init_key, *minibatch(0, arrays), total_tasks=num_tasks)
+        state = svi.init(init_key, *_minibatch(batch_key, 0, arrays, num_tasks, batch_size),
+                         total_tasks=num_tasks)
+        return replicate(state, mesh)
 
-    @partial(jax.jit, static_argnums=0)
-    def run(length, state, *arrays):
-        def one_step(s, _):
-            return svi.update(s, *minibatch(s.optim_state[0], arrays), total_tasks=num_tasks)
-
-        return jax.lax.scan(one_step, state, None, length=length)
-
-    return SVIChunks(svi, init, run, valid_key)
+    runner = _ChunkRunner(compiled_run, replicate(batch_key, mesh), config.eval_every, mesh)
+    return SVIChunks(svi, init, runner, valid_key, mesh)
 
 
 def task_arrays(tasks) -> tuple[jax.Array, ...]:
@@ -277,8 +423,11 @@ def train(
 
     num_tasks, num_int = train_arrays[0].shape[0], train_arrays[3].shape[1]
     chunks = svi_chunks(activa, config, num_tasks)
-    svi, valid_key = chunks.svi, chunks.valid_key
+    svi, valid_key, mesh = chunks.svi, chunks.valid_key, chunks.mesh
     state = chunks.init(*train_arrays)
+    train_arrays = replicate(train_arrays, mesh)  # data parallel: every device holds the training set
+    # With several processes (activa_ppl.distributed) only process 0 writes files.
+    writer = jax.process_index() == 0
 
     step, best_step, best_nll, elapsed_before = 0, -1, math.inf, 0.0
     lr_scale, retries = 1.0, 0
@@ -295,15 +444,20 @@ def train(
         workdir.mkdir(parents=True, exist_ok=True)
     if ckpt_path is not None and resume and ckpt_path.exists():
         arrays, meta = load_arrays(ckpt_path)
-        same_run = {k: v for k, v in config.to_dict().items() if k != "num_steps"}
-        saved_run = {k: v for k, v in meta.get("train_config", {}).items() if k != "num_steps"}
+        # num_steps may grow; data_parallel only changes where the steps run (a single-device
+        # checkpoint resumes data-parallel and back, numerically close but not bit-identical).
+        # Fields missing from older checkpoints take their defaults.
+        free = ("num_steps", "data_parallel")
+        same_run = {k: v for k, v in config.to_dict().items() if k not in free}
+        saved_run = {k: v for k, v in {**TrainConfig().to_dict(), **meta.get("train_config", {})}.items()
+                     if k not in free}
         if meta.get("model_config") != meta_base["model_config"] or saved_run != same_run:
             raise CheckpointError(
                 f"{ckpt_path}: written by a run with a different configuration; "
                 "use another workdir or resume=False"
             )
         leaves = [arrays[f"state/{i:04d}"] for i in range(meta["num_state_leaves"])]
-        state = _restore_state(state, leaves, ckpt_path)
+        state = replicate(_restore_state(state, leaves, ckpt_path), mesh)
         best_params = unflatten_params({k[5:]: v for k, v in arrays.items() if k.startswith("best/")})
         if not _all_finite(state) or not _all_finite(best_params):
             raise CheckpointError(f"{ckpt_path}: holds NaN/inf values; refusing to resume from it")
@@ -312,8 +466,9 @@ def train(
         lr_scale, retries = float(meta.get("lr_scale", 1.0)), int(meta.get("retries", 0))
         if lr_scale != 1.0:  # the run had halved its learning rate after a non-finite chunk
             chunks = _rescaled_chunks(activa, config, lr_scale, num_tasks, svi)
-        _truncate_metrics(metrics_path, step)
-    elif metrics_path is not None and metrics_path.exists():
+        if writer:
+            _truncate_metrics(metrics_path, step)
+    elif metrics_path is not None and metrics_path.exists() and writer:
         metrics_path.unlink()  # a fresh run starts a fresh log
 
     start = time.perf_counter()
@@ -327,11 +482,13 @@ def train(
             "dataset": data.metadata,
             "wall_time_s": round(elapsed_before + time.perf_counter() - start, 1),
         }
+        if mesh is not None:
+            info["data_parallel_devices"] = int(mesh.size)
         if retries:
             info.update(nonfinite_retries=retries, final_learning_rate=config.learning_rate * lr_scale)
         return info
 
-    bar = tqdm(total=config.num_steps, initial=step, disable=not progress, desc="ACTIVA SVI",
+    bar = tqdm(total=config.num_steps, initial=step, disable=not (progress and writer), desc="ACTIVA SVI",
                unit="step", dynamic_ncols=True)
     try:
         while step < config.num_steps:
@@ -341,6 +498,8 @@ def train(
             fault = _chunk_fault(losses, new_state, step)
             if fault is None:
                 params = svi.get_params(new_state)
+                if mesh is not None:  # validate (and keep the best) on this process's default device
+                    params = jax.tree_util.tree_map(lambda x: jnp.asarray(np.asarray(x)), params)
                 nll = float(validation_nll(activa, params, valid_key, *valid_arrays[:3],
                                            activa.config.num_validation_latents, valid_arrays[3]))
                 if not math.isfinite(nll):
@@ -378,7 +537,7 @@ def train(
                 "learning_rate": config.learning_rate * lr_scale,
                 "elapsed_s": round(elapsed_before + time.perf_counter() - start, 3),
             }
-            if ckpt_path is not None:
+            if ckpt_path is not None and writer:
                 # Metrics first: a kill before the checkpoint lands leaves a line past the
                 # checkpoint, which a resumed run drops and rewrites (_truncate_metrics).
                 with open(metrics_path, "a") as f:

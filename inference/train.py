@@ -9,6 +9,11 @@ Examples::
     # a data set written by `activa simulate`
     python inference/train.py --data data/beta2 --preset small --steps 20000 --out runs/beta2/model
 
+    # data parallel over all GPUs of one machine; on a cluster add --distributed (one process
+    # per host, each with the same --data); see docs/scaling.md
+    python inference/train.py --data data/beta2 --preset paper --batch-size 64 --data-parallel \
+        --steps 20000 --out runs/beta2/model
+
 Killed runs resume from ``--workdir`` when started again with the same arguments.
 """
 
@@ -17,11 +22,17 @@ from __future__ import annotations
 import argparse
 import json
 
+import jax
+
 import activa_ppl as ap
 
 
 def train_and_save(args) -> ap.FittedActiva:
     """Build the data set and the model from ``args``, train with :func:`activa_ppl.train`, save."""
+    if getattr(args, "distributed", False):  # before any JAX computation
+        from activa_ppl.distributed import initialize
+
+        initialize(args.coordinator, args.num_processes, args.process_id)
     if args.data:
         data = ap.load_dataset(args.data)
     else:
@@ -30,7 +41,10 @@ def train_and_save(args) -> ap.FittedActiva:
                                           seed=args.data_seed)
     model = ap.Activa(ap.ActivaConfig.preset(args.preset, num_interventions=data.num_interventions))
     fitted = ap.train(model, data, num_steps=args.steps, seed=args.seed, batch_size=args.batch_size,
-                      learning_rate=args.lr, eval_every=args.eval_every, workdir=args.workdir)
+                      learning_rate=args.lr, eval_every=args.eval_every, workdir=args.workdir,
+                      data_parallel=getattr(args, "data_parallel", False))
+    if jax.process_index() != 0:  # multi-host: process 0 writes the model
+        return fitted
     fitted.info["machine"] = ap.report.machine_description()  # for the model card
     fitted.save(args.out)
     print(json.dumps({k: fitted.info[k] for k in ("num_steps", "best_step", "best_valid_nll", "wall_time_s")}))
@@ -53,6 +67,13 @@ def main(argv=None):
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--workdir", default=None)
     parser.add_argument("--out", required=True)
+    parser.add_argument("--data-parallel", action="store_true",
+                        help="shard each minibatch over all devices (batch size divisible by their number)")
+    parser.add_argument("--distributed", action="store_true",
+                        help="multi-host: jax.distributed.initialize first (auto-detects SLURM etc.)")
+    parser.add_argument("--coordinator", default=None, help="with --distributed: host:port of process 0")
+    parser.add_argument("--num-processes", type=int, default=None)
+    parser.add_argument("--process-id", type=int, default=None)
     train_and_save(parser.parse_args(argv))
 
 
