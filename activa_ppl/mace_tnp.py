@@ -74,6 +74,7 @@ from activa_ppl.fitted import (check_params, flatten_params, read_model_folder, 
 from activa_ppl.metrics import MARGINAL_SET_NAMES
 from activa_ppl.mixture import GaussianMixture
 from activa_ppl.networks import AttentionBlock, FeedForward
+from activa_ppl.standardize import standardization_stats
 from activa_ppl.training import TrainingDiverged, _all_finite, _truncate_metrics  # shared rules
 from activa_ppl.validation import as_observations, resolve_targets
 
@@ -368,9 +369,7 @@ def normalization_stats(observational):
     ``observational (..., N, d)`` → ``(mean (..., d), std (..., d))``; the standard deviation
     (``ddof=0``) is floored at :data:`STD_FLOOR`.
     """
-    mean = observational.mean(axis=-2)
-    std = jnp.maximum(observational.std(axis=-2), STD_FLOOR)
-    return mean, std
+    return standardization_stats(observational, STD_FLOOR)
 
 
 def denormalize(logits, locs, scale_tril, mean, std) -> GaussianMixture:

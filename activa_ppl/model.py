@@ -11,6 +11,12 @@ minibatches of the whole training set inside one compiled loop.
 
 At prediction the prior is sampled S times and each latent decoded, which gives a uniform mixture
 of S·B Gaussians (:func:`predictive_mixture`).
+
+With ``ActivaConfig(standardize=True)`` (not in the paper) the networks see every dataset
+z-scored per variable by its observational mean and std, the intervention representation carries
+the intervened value's z-score as an extra channel, and the decoded components are mapped back to
+data units before the likelihood (:mod:`activa_ppl.standardize`), so the story above holds in data
+units and the model is invariant to each variable's units.
 """
 
 from __future__ import annotations
@@ -28,6 +34,7 @@ from activa_ppl.handlers import beta_kl
 from activa_ppl.interventions import intervention_representation
 from activa_ppl.mixture import GaussianMixture
 from activa_ppl.networks import DatasetEmbedding, Decoder, PosteriorHead, PriorHead
+from activa_ppl.standardize import standardization_stats, to_data_units
 
 __all__ = ["Activa", "predictive_arrays", "predictive_mixture", "prior_distribution", "decoded_distribution"]
 
@@ -52,6 +59,39 @@ def _as_device(observational, targets, intervention_index, interventional):
     return (jnp.asarray(observational, jnp.float32), jnp.asarray(targets, jnp.float32),
             jnp.asarray(intervention_index, jnp.int32),
             None if interventional is None else jnp.asarray(interventional, jnp.float32))
+
+
+def _standardization(cfg: ActivaConfig, observational, targets, intervention_index):
+    """With ``cfg.standardize``: ``((mean, std) (T, d) each, value channel (T, d))``, else ``(None, None)``.
+
+    The value channel is the intervened value's z-score ``(v_i - mean_t) / std_t`` at the
+    targets and 0 elsewhere.
+    """
+    if not cfg.standardize:
+        return None, None
+    mean, std = standardization_stats(observational, cfg.std_floor)
+    values = jnp.asarray(cfg.intervention_values, jnp.float32)[intervention_index]  # (T,)
+    channel = jnp.where(targets > 0, (values[..., None] - mean) / std, 0.0)  # (T, d)
+    return (mean, std), channel
+
+
+def _representation(cfg: ActivaConfig, targets, intervention_index, num_samples: int, channel):
+    """I_{i,t} ``(T, N, d, |I|)``, with the value channel appended ``(T, N, d, |I|+1)`` if given."""
+    rep = intervention_representation(targets, intervention_index, cfg.num_interventions, num_samples)
+    if channel is None:
+        return rep
+    extra = jnp.broadcast_to(channel[..., None, :, None], (*rep.shape[:-1], 1))
+    return jnp.concatenate([rep, extra], axis=-1)
+
+
+def _z_scored(x, stats):
+    """``x (T, N, d)`` in the networks' units: z-scores when ``stats = (mean, std)`` is set."""
+    return x if stats is None else (x - stats[0][..., None, :]) / stats[1][..., None, :]
+
+
+def _data_units(locs, covariances, stats):
+    """Decoded components back in data units (unchanged without standardization)."""
+    return (locs, covariances) if stats is None else to_data_units(locs, covariances, *stats)
 
 
 @contextlib.contextmanager
@@ -122,14 +162,15 @@ class Activa:
             observational, targets, intervention_index, interventional)
         num_tasks, num_obs, _ = observational.shape
         with _task_plate(num_tasks, subsample_size, total_tasks) as idx:
-            obs = observational[idx]  # (B, N_obs, d)
-            rep = intervention_representation(
-                targets[idx], intervention_index[idx], cfg.num_interventions, num_obs
-            )  # (B, N_obs, d, |I|)
+            obs, tgt, index = observational[idx], targets[idx], intervention_index[idx]  # (B, N_obs, d)
+            stats, channel = _standardization(cfg, obs, tgt, index)
+            rep = _representation(cfg, tgt, index, num_obs, channel)  # (B, N_obs, d, |I|[+1])
+            obs = _z_scored(obs, stats)
             h_obs = flax_module("obs_embedding", self.modules["obs_embedding"], obs, rep)(obs, rep)
             prior_logits, prior_locs = flax_module("prior", self.modules["prior"], h_obs)(h_obs)
             z = numpyro.sample("z", prior_distribution(prior_logits, prior_locs, cfg.prior_variance))
             logits, locs, covariances = flax_module("decoder", self.modules["decoder"], z)(z)
+            locs, covariances = _data_units(locs, covariances, stats)
             # The N interventional samples are i.i.d. given z: batch (B, 1) → (B, N), event (d,),
             # then the sample axis is folded into the event, so the site's batch is the task plate.
             v = None if interventional is None else interventional[idx]
@@ -153,13 +194,11 @@ class Activa:
             observational, targets, intervention_index, interventional)
         num_tasks, num_obs, _ = observational.shape
         with _task_plate(num_tasks, subsample_size, total_tasks) as idx:
-            obs, v = observational[idx], interventional[idx]
-            rep_obs = intervention_representation(
-                targets[idx], intervention_index[idx], cfg.num_interventions, num_obs
-            )
-            rep_int = intervention_representation(
-                targets[idx], intervention_index[idx], cfg.num_interventions, v.shape[-2]
-            )
+            obs, v, tgt, index = observational[idx], interventional[idx], targets[idx], intervention_index[idx]
+            stats, channel = _standardization(cfg, obs, tgt, index)
+            rep_obs = _representation(cfg, tgt, index, num_obs, channel)
+            rep_int = _representation(cfg, tgt, index, v.shape[-2], channel)
+            obs, v = _z_scored(obs, stats), _z_scored(v, stats)
             h_obs = flax_module("obs_embedding", self.modules["obs_embedding"], obs, rep_obs)(obs, rep_obs)
             h_int = flax_module("int_embedding", self.modules["int_embedding"], v, rep_int)(v, rep_int)
             mu = flax_module("posterior", self.modules["posterior"], h_obs, h_int)(h_obs, h_int)
@@ -193,7 +232,7 @@ class Activa:
         """
         cfg = self.config
         obs = jnp.zeros((1, num_samples, num_vars))
-        rep = jnp.zeros((1, num_samples, num_vars, cfg.num_interventions))
+        rep = jnp.zeros((1, num_samples, num_vars, cfg.num_interventions + int(cfg.standardize)))
         h = jnp.zeros((1, num_vars, cfg.embed_dim))
         inputs = {
             "obs_embedding": (obs, rep), "int_embedding": (obs, rep), "prior": (h,),
@@ -228,12 +267,13 @@ def predictive_arrays(activa: Activa, params, key, observational, targets, inter
         mixture keeps its own weights, scaled by 1/S.
     """
     cfg = activa.config
-    rep = intervention_representation(targets, intervention_index, cfg.num_interventions,
-                                      observational.shape[-2])
-    h_obs = activa.apply(params, "obs_embedding", observational, rep)  # (Q, d, e)
+    stats, channel = _standardization(cfg, observational, targets, intervention_index)
+    rep = _representation(cfg, targets, intervention_index, observational.shape[-2], channel)
+    h_obs = activa.apply(params, "obs_embedding", _z_scored(observational, stats), rep)  # (Q, d, e)
     prior_logits, prior_locs = activa.apply(params, "prior", h_obs)  # (Q, C), (Q, C, d)
     z = prior_distribution(prior_logits, prior_locs, cfg.prior_variance).sample(key, (num_latents,))
     logits, locs, covariances = activa.apply(params, "decoder", z)  # (S, Q, B, ...)
+    locs, covariances = _data_units(locs, covariances, stats)  # stats (Q, d) broadcast over S
     log_weights = jax.nn.log_softmax(logits, axis=-1) - math.log(num_latents)  # (S, Q, B)
     num_q, d = z.shape[1], z.shape[2]
 

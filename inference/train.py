@@ -39,7 +39,13 @@ def train_and_save(args) -> ap.FittedActiva:
         data = ap.simulate.linear_dataset(num_scms=args.num_scms, num_vars=args.num_vars,
                                           noise=args.noise, num_samples=args.num_samples,
                                           seed=args.data_seed)
-    model = ap.Activa(ap.ActivaConfig.preset(args.preset, num_interventions=data.num_interventions))
+    standardize = {}
+    if args.standardize:  # z-scored inputs; the model needs each index's value in data units
+        from activa_ppl.standardize import nominal_intervention_values
+
+        standardize = dict(standardize=True, intervention_values=nominal_intervention_values(data))
+    model = ap.Activa(ap.ActivaConfig.preset(args.preset, num_interventions=data.num_interventions,
+                                             **standardize))
     fitted = ap.train(model, data, num_steps=args.steps, seed=args.seed, batch_size=args.batch_size,
                       learning_rate=args.lr, eval_every=args.eval_every, workdir=args.workdir,
                       data_parallel=getattr(args, "data_parallel", False))
@@ -60,6 +66,9 @@ def main(argv=None):
     parser.add_argument("--num-samples", type=int, default=100)
     parser.add_argument("--data-seed", type=int, default=0)
     parser.add_argument("--preset", default="small", choices=["tiny", "small", "paper"])
+    parser.add_argument("--standardize", action="store_true",
+                        help="ActivaConfig(standardize=True): z-score each dataset per variable "
+                        "(for data whose scale varies between SCMs, e.g. 8-variable sets and SERGIO)")
     parser.add_argument("--steps", type=int, default=20000)
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--lr", type=float, default=5e-4)
