@@ -30,7 +30,7 @@ from flax import traverse_util
 from activa_ppl.checkpoint import CheckpointError, atomic_write_bytes, file_sha256, load_arrays, save_arrays
 from activa_ppl.config import ActivaConfig
 from activa_ppl.mixture import GaussianMixture, as_prng_key
-from activa_ppl.model import Activa, predictive_mixture
+from activa_ppl.model import Activa, predictive_arrays, predictive_mixture
 from activa_ppl.validation import (as_intervention_indices, as_observation_batch, as_observations,
                                    as_target_masks, check_intervention_index, check_positive_int,
                                    check_seed, resolve_targets)
@@ -39,6 +39,19 @@ __all__ = ["FittedActiva", "check_params", "load", "read_model_folder", "write_m
 
 MODEL_FORMAT = "activa_ppl.model"
 MODEL_FORMAT_VERSION = 1
+
+
+def _single_query_arrays(activa: Activa, params, key, observational, targets, intervention_index,
+                         num_latents: int):
+    """:func:`~activa_ppl.model.predictive_arrays` of one query with the query axis dropped inside
+    the compiled call (``FittedActiva.predict``): one dispatch and one mixture validation instead
+    of slicing and re-validating a batch of one on the host."""
+    weights, locs, covariances = predictive_arrays(activa, params, key, observational, targets,
+                                                   intervention_index, num_latents)
+    return weights[0], locs[0], covariances[0]
+
+
+_single_query_jit = jax.jit(_single_query_arrays, static_argnums=(0, 6))
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -86,9 +99,13 @@ class FittedActiva:
         array, names = as_observations(obs, "obs")
         mask = resolve_targets(target, names, "target")
         index = check_intervention_index(intervention, self.config.num_interventions, "intervention")
-        mix = self.predict_batch(array[None], mask[None], np.array([index]), seed=seed,
-                                 num_latents=num_latents)
-        return mix[0].with_names(names)
+        obs_b, targets_b, index_b, seed, num_latents = self._checked_batch(
+            array[None], mask[None], np.array([index]), seed, num_latents)
+        weights, locs, covariances = _single_query_jit(
+            self.activa, self.params, as_prng_key(seed), jnp.asarray(obs_b), jnp.asarray(targets_b),
+            jnp.asarray(index_b, jnp.int32), num_latents,
+        )
+        return GaussianMixture(weights=weights, locs=locs, covariances=covariances, variable_names=names)
 
     def predict_batch(self, observational: Any, targets: Any, intervention_index: Any, seed: Any = 0,
                       num_latents: int | None = None, variable_names=None) -> GaussianMixture:
@@ -109,6 +126,19 @@ class FittedActiva:
                 above 1e15, masks that are not 0/1 or target nothing, indices outside
                 ``0..|I|-1``, ``seed``, ``num_latents``, ``variable_names``).
         """
+        obs, targets, index, seed, num_latents = self._checked_batch(
+            observational, targets, intervention_index, seed, num_latents)
+        d = obs.shape[-1]
+        if variable_names is not None:
+            if isinstance(variable_names, str) or len(variable_names) != d:
+                raise ValueError(f"variable_names: expected {d} names, got {variable_names!r}")
+        return predictive_mixture(
+            self.activa, self.params, as_prng_key(seed), jnp.asarray(obs), jnp.asarray(targets),
+            jnp.asarray(index, jnp.int32), num_latents, variable_names=variable_names,
+        )
+
+    def _checked_batch(self, observational, targets, intervention_index, seed, num_latents):
+        """The checked ``(obs (Q, N, d), targets (Q, d), index (Q,), seed, num_latents)``."""
         obs = as_observation_batch(observational, "observational")
         q, n, d = obs.shape
         targets = as_target_masks(targets, q, d, "targets")
@@ -117,13 +147,7 @@ class FittedActiva:
         seed = check_seed(seed, "seed")
         num_latents = (self.config.num_predictive_latents if num_latents is None
                        else check_positive_int(num_latents, "num_latents"))
-        if variable_names is not None:
-            if isinstance(variable_names, str) or len(variable_names) != d:
-                raise ValueError(f"variable_names: expected {d} names, got {variable_names!r}")
-        return predictive_mixture(
-            self.activa, self.params, as_prng_key(seed), jnp.asarray(obs), jnp.asarray(targets),
-            jnp.asarray(index, jnp.int32), num_latents, variable_names=variable_names,
-        )
+        return obs, targets, index, seed, num_latents
 
     # -- persistence -----------------------------------------------------------------------------
     def save(self, path: str | os.PathLike) -> Path:

@@ -1,0 +1,46 @@
+"""Smoke test of benchmarks/bench_core.py: ``--quick`` runs end to end (workers in subprocesses,
+MACE-TNP and DoWhy included) and prints and writes every section of the report."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_core.py"
+
+pytest.importorskip("dowhy")
+
+
+def test_bench_core_quick(tmp_path):
+    out = tmp_path / "bench.json"
+    proc = subprocess.run([sys.executable, str(SCRIPT), "--quick", "--json", str(out)],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    report = proc.stdout
+    for header in ("matmul peak", "Training (compiled chunk", "Prediction (random init params",
+                   "ACTIVA vs MACE-TNP at equal size", "DoWhy gcm per dataset",
+                   "Where prediction time goes", "Goals"):
+        assert header in report, header
+    for column in ("tasks/s", "GFLOP/step", "GFLOP/s", "% peak", "train RSS MB", "predict ms",
+                   "queries/s", "DoWhy q/s", "x DoWhy", "MACE q/s", "MACE params", "fwd ms", "q/s @ peak",
+                   "FLOP/byte", "status"):
+        assert column in report, column
+    assert "ACTIVA" in report and "MACE-TNP" in report
+
+    data = json.loads(out.read_text())
+    assert data["matmul_peak"]["gflops"] > 0
+    (cell,) = data["cells"]
+    activa, mace = cell["activa"], cell["mace"]
+    assert activa["preset"] == "tiny" and activa["shape"] == "gauss2"
+    assert activa["train"]["tasks_per_s"] > 0 and activa["train"]["gflop_per_step"] > 0
+    assert 0 < cell["train_peak_fraction"] < 2  # a fraction of a peak measured in the same run
+    assert activa["train"]["peak_rss_mb"] > 0
+    assert activa["predict"]["latency_ms_median"] > 0 and activa["predict_batch"]["queries_per_s"] > 0
+    assert mace["train"]["tasks_per_s"] > 0 and mace["predict_batch"]["queries_per_s"] > 0
+    assert data["dowhy"][0]["queries_per_s"] > 0
+    goals = {g["goal"] for g in data["goals"]}
+    assert {"single-query predict latency", "batched predict / DoWhy (linear)",
+            "batched predict / DoWhy (auto)"} <= goals
+    assert {r["route"] for r in data["dowhy"]} == {"linear", "auto"}
