@@ -107,7 +107,8 @@ def activa_predictor(fitted, seed: int = 0, batch_size: int = 256) -> Predictor:
         parts = [
             fitted.predict_batch(tasks.observational[i:i + batch_size], tasks.targets[i:i + batch_size],
                                  tasks.intervention_index[i:i + batch_size],
-                                 seed=jax.random.fold_in(jax.random.PRNGKey(seed), i))
+                                 seed=jax.random.fold_in(jax.random.PRNGKey(seed), i),
+                                 bucket=False)  # one N per evaluation set: padding would only cost
             for i in range(0, len(tasks.scm), batch_size)
         ]
         return jax.tree_util.tree_map(lambda *a: np.concatenate(a), *parts)

@@ -35,23 +35,82 @@ from activa_ppl.validation import (as_intervention_indices, as_observation_batch
                                    as_target_masks, check_intervention_index, check_positive_int,
                                    check_seed, resolve_targets)
 
-__all__ = ["FittedActiva", "check_params", "load", "read_model_folder", "write_model_folder"]
+__all__ = ["FittedActiva", "SAMPLE_BUCKET_MIN", "SAMPLE_BUCKETS_PER_OCTAVE", "check_params", "load",
+           "pad_samples", "read_model_folder", "sample_bucket", "write_model_folder"]
 
 MODEL_FORMAT = "activa_ppl.model"
 MODEL_FORMAT_VERSION = 1
 
+#: Smallest sample-axis bucket of :meth:`FittedActiva.predict` / ``predict_batch``.
+SAMPLE_BUCKET_MIN = 16
+#: Buckets per doubling of ``N`` above :data:`SAMPLE_BUCKET_MIN`: padding adds at most a
+#: quarter of the rows.
+SAMPLE_BUCKETS_PER_OCTAVE = 4
+
+
+def sample_bucket(num_samples: int) -> int:
+    """The padded sample count ``N`` of a dataset of ``num_samples`` rows at prediction.
+
+    ``N`` is rounded up to a multiple of ``max(SAMPLE_BUCKET_MIN, 2^k / (2 · SAMPLE_BUCKETS_PER_OCTAVE))``
+    where ``2^k`` is the power of two at or above ``num_samples``: 16, 32, 48, 64, 80, 96, 112,
+    128, 160, 192, 224, 256, 320, ..., 1024, 1280, ...: four buckets per doubling, so padding
+    adds at most a quarter of the rows (the attention over samples is quadratic in ``N``, the
+    rest linear). Every ``N`` in a bucket shares one compiled prediction function.
+    """
+    n = int(num_samples)
+    if n <= SAMPLE_BUCKET_MIN:
+        return SAMPLE_BUCKET_MIN
+    octave = 1 << (n - 1).bit_length()  # the power of two at or above n
+    step = max(SAMPLE_BUCKET_MIN, octave // (2 * SAMPLE_BUCKETS_PER_OCTAVE))
+    return -(-n // step) * step
+
+
+def pad_samples(observational: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
+    """Pad the sample axis of ``observational (Q, N, d)`` to ``size >= N`` rows.
+
+    Returns ``(padded (Q, size, d), mask (Q, size) bool)``, mask True for the ``N`` real rows.
+    The padded rows repeat the real rows cyclically (finite values in the data's range, so no
+    overflow in the networks); the mask keeps them out of the prediction
+    (:func:`~activa_ppl.model.predictive_arrays`).
+    """
+    q, n, _ = observational.shape
+    if size < n:
+        raise ValueError(f"pad_samples: size {size} is smaller than the {n} samples")
+    padded = np.take(observational, np.arange(size) % n, axis=1)
+    mask = np.broadcast_to(np.arange(size) < n, (q, size))
+    return padded, mask
+
+
+# Times the single-query prediction has been traced (a Python side effect at trace time, i.e.
+# once per compile; tests read it).
+_PREDICT_TRACES = [0]
+
 
 def _single_query_arrays(activa: Activa, params, key, observational, targets, intervention_index,
-                         num_latents: int):
+                         num_latents: int, mask=None):
     """:func:`~activa_ppl.model.predictive_arrays` of one query with the query axis dropped inside
     the compiled call (``FittedActiva.predict``): one dispatch and one mixture validation instead
     of slicing and re-validating a batch of one on the host."""
+    _PREDICT_TRACES[0] += 1
     weights, locs, covariances = predictive_arrays(activa, params, key, observational, targets,
-                                                   intervention_index, num_latents)
+                                                   intervention_index, num_latents, mask)
     return weights[0], locs[0], covariances[0]
 
 
 _single_query_jit = jax.jit(_single_query_arrays, static_argnums=(0, 6))
+
+
+def _bucketed(observational: np.ndarray, bucket: bool):
+    """``(observational, ())`` unchanged, or padded to its :func:`sample_bucket` with ``(mask,)``.
+
+    A dataset whose ``N`` is a bucket size already runs the unmasked function (no padding, no
+    mask), as with ``bucket=False``."""
+    if not isinstance(bucket, (bool, np.bool_)):
+        raise ValueError(f"bucket: expected True or False, got {bucket!r}")
+    if not bucket or sample_bucket(observational.shape[1]) == observational.shape[1]:
+        return observational, ()
+    padded, mask = pad_samples(observational, sample_bucket(observational.shape[1]))
+    return padded, (mask,)
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -74,7 +133,7 @@ class FittedActiva:
         return self.activa.config
 
     def predict(self, obs: Any, target: Any, intervention: int = 0, seed: Any = 0,
-                num_latents: int | None = None) -> GaussianMixture:
+                num_latents: int | None = None, bucket: bool = True) -> GaussianMixture:
         """Predict p(V | do(V_target = v_intervention)) from observational samples, zero-shot.
 
         Args:
@@ -85,6 +144,13 @@ class FittedActiva:
             intervention: the index i of the intervention value (0 ≤ i < |I|).
             seed: int or PRNG key for the latent draws.
             num_latents: S, latent draws (default ``config.num_predictive_latents``).
+            bucket: pad the N samples to :func:`sample_bucket` ``(N)`` rows with a mask
+                (default), so that datasets of different N in one bucket (e.g. 37, 52 and 60
+                rows: bucket 64) share one compiled function instead of compiling per N. The
+                prediction equals the unpadded one to float tolerance (~1e-6 relative), not
+                bit for bit. ``False``: compile for the exact N (the computation before
+                buckets existed, bit for bit; faster per call when N is fixed and far below
+                its bucket).
 
         Returns:
             :class:`GaussianMixture` over all d variables with S·B components.
@@ -101,21 +167,24 @@ class FittedActiva:
         index = check_intervention_index(intervention, self.config.num_interventions, "intervention")
         obs_b, targets_b, index_b, seed, num_latents = self._checked_batch(
             array[None], mask[None], np.array([index]), seed, num_latents)
+        obs_b, sample_mask = _bucketed(obs_b, bucket)
         weights, locs, covariances = _single_query_jit(
             self.activa, self.params, as_prng_key(seed), jnp.asarray(obs_b), jnp.asarray(targets_b),
-            jnp.asarray(index_b, jnp.int32), num_latents,
+            jnp.asarray(index_b, jnp.int32), num_latents, *sample_mask,
         )
         return GaussianMixture(weights=weights, locs=locs, covariances=covariances, variable_names=names)
 
     def predict_batch(self, observational: Any, targets: Any, intervention_index: Any, seed: Any = 0,
-                      num_latents: int | None = None, variable_names=None) -> GaussianMixture:
+                      num_latents: int | None = None, variable_names=None,
+                      bucket: bool = True) -> GaussianMixture:
         """Predict many queries at once (one compiled call).
 
         Args:
             observational: ``(Q, N, d)`` observational datasets.
             targets: ``(Q, d)`` 0/1 target masks.
             intervention_index: ``(Q,)`` intervention indices.
-            seed, num_latents: as in :meth:`predict`.
+            seed, num_latents, bucket: as in :meth:`predict` (``bucket`` pads the sample axis
+                N; the query axis Q and the variables d are not bucketed).
             variable_names: optional names of the d variables.
 
         Returns:
@@ -132,9 +201,11 @@ class FittedActiva:
         if variable_names is not None:
             if isinstance(variable_names, str) or len(variable_names) != d:
                 raise ValueError(f"variable_names: expected {d} names, got {variable_names!r}")
+        obs, sample_mask = _bucketed(obs, bucket)
         return predictive_mixture(
             self.activa, self.params, as_prng_key(seed), jnp.asarray(obs), jnp.asarray(targets),
             jnp.asarray(index, jnp.int32), num_latents, variable_names=variable_names,
+            mask=jnp.asarray(sample_mask[0]) if sample_mask else None,
         )
 
     def _checked_batch(self, observational, targets, intervention_index, seed, num_latents):

@@ -61,15 +61,16 @@ def _as_device(observational, targets, intervention_index, interventional):
             None if interventional is None else jnp.asarray(interventional, jnp.float32))
 
 
-def _standardization(cfg: ActivaConfig, observational, targets, intervention_index):
+def _standardization(cfg: ActivaConfig, observational, targets, intervention_index, mask=None):
     """With ``cfg.standardize``: ``((mean, std) (T, d) each, value channel (T, d))``, else ``(None, None)``.
 
     The value channel is the intervened value's z-score ``(v_i - mean_t) / std_t`` at the
-    targets and 0 elsewhere.
+    targets and 0 elsewhere. ``mask (T, N)`` (True: real sample) restricts the statistics to
+    the real samples of padded datasets.
     """
     if not cfg.standardize:
         return None, None
-    mean, std = standardization_stats(observational, cfg.std_floor)
+    mean, std = standardization_stats(observational, cfg.std_floor, mask)
     values = jnp.asarray(cfg.intervention_values, jnp.float32)[intervention_index]  # (T,)
     channel = jnp.where(targets > 0, (values[..., None] - mean) / std, 0.0)  # (T, d)
     return (mean, std), channel
@@ -249,7 +250,7 @@ class Activa:
 
 
 def predictive_arrays(activa: Activa, params, key, observational, targets, intervention_index,
-                      num_latents: int):
+                      num_latents: int, mask=None):
     """The prior-predictive mixture p_θ(V | D_obs, do) ≈ (1/S) Σ_s p_γ(V | z_s), z_s ~ p_η.
 
     Pure and jittable (``activa`` and ``num_latents`` static). The embedding and the prior are
@@ -261,15 +262,24 @@ def predictive_arrays(activa: Activa, params, key, observational, targets, inter
         key: PRNG key for the S latent draws.
         observational: ``(Q, N, d)``; targets ``(Q, d)``; intervention_index ``(Q,)``.
         num_latents: S.
+        mask: optional ``(Q, N)`` boolean, True for the real samples of ``observational``:
+            datasets padded to a common ``N`` (a shape bucket, see
+            :meth:`activa_ppl.FittedActiva.predict`) then predict like the unpadded ones, to
+            float tolerance (padded rows are left out of the standardization statistics, of the
+            attention over samples and of the pool; they must hold finite values). ``None``:
+            all samples are real (the original computation, bit for bit).
 
     Returns:
         ``(weights (Q, S·B), locs (Q, S·B, d), covariances (Q, S·B, d, d))``: each decoded
         mixture keeps its own weights, scaled by 1/S.
     """
     cfg = activa.config
-    stats, channel = _standardization(cfg, observational, targets, intervention_index)
+    if mask is not None:
+        mask = jnp.asarray(mask, bool)
+    stats, channel = _standardization(cfg, observational, targets, intervention_index, mask)
     rep = _representation(cfg, targets, intervention_index, observational.shape[-2], channel)
-    h_obs = activa.apply(params, "obs_embedding", _z_scored(observational, stats), rep)  # (Q, d, e)
+    args = (_z_scored(observational, stats), rep) + (() if mask is None else (mask,))
+    h_obs = activa.apply(params, "obs_embedding", *args)  # (Q, d, e)
     prior_logits, prior_locs = activa.apply(params, "prior", h_obs)  # (Q, C), (Q, C, d)
     z = prior_distribution(prior_logits, prior_locs, cfg.prior_variance).sample(key, (num_latents,))
     logits, locs, covariances = activa.apply(params, "decoder", z)  # (S, Q, B, ...)
@@ -288,10 +298,14 @@ _predictive_arrays_jit = jax.jit(predictive_arrays, static_argnums=(0, 6))
 
 
 def predictive_mixture(activa: Activa, params, key, observational, targets, intervention_index,
-                       num_latents: int, variable_names=None) -> GaussianMixture:
-    """:func:`predictive_arrays` (compiled) wrapped as a batched :class:`GaussianMixture`, batch ``(Q,)``."""
+                       num_latents: int, variable_names=None, mask=None) -> GaussianMixture:
+    """:func:`predictive_arrays` (compiled) wrapped as a batched :class:`GaussianMixture`, batch ``(Q,)``.
+
+    ``mask (Q, N)``: the real samples of padded datasets, as in :func:`predictive_arrays`.
+    """
+    extra = () if mask is None else (mask,)
     weights, locs, covariances = _predictive_arrays_jit(
-        activa, params, key, observational, targets, intervention_index, num_latents
+        activa, params, key, observational, targets, intervention_index, num_latents, *extra
     )
     return GaussianMixture(weights=weights, locs=locs, covariances=covariances,
                            variable_names=variable_names)

@@ -41,15 +41,17 @@ class AttentionBlock(nn.Module):
     """Pre-LayerNorm transformer block with self-attention over axis ``-2``.
 
     ``x: (..., length, e) -> (..., length, e)``; residual attention, then residual feed-forward.
+    The optional ``mask`` (broadcastable to ``(..., num_heads, length, length)``, True = may
+    attend) is passed to ``nn.MultiHeadDotProductAttention``; ``None`` attends everywhere.
     """
 
     num_heads: int
     hidden_dim: int
 
     @nn.compact
-    def __call__(self, x):
+    def __call__(self, x, mask=None):
         h = nn.LayerNorm()(x)
-        x = x + nn.MultiHeadDotProductAttention(num_heads=self.num_heads)(h, h)
+        x = x + nn.MultiHeadDotProductAttention(num_heads=self.num_heads)(h, h, mask=mask)
         h = nn.LayerNorm()(x)
         return x + FeedForward(self.hidden_dim, x.shape[-1])(h)
 
@@ -64,6 +66,12 @@ class DatasetEmbedding(nn.Module):
         data: ``(..., N, d)`` samples.
         intervention: ``(..., N, d, |I|)`` the representation I_{i,t} (see
             :func:`activa_ppl.interventions.intervention_representation`).
+        mask: optional ``(..., N)`` boolean, True for the real samples. Padded samples (False)
+            are excluded as keys from the attention over samples and from the mean pool, so a
+            dataset padded to a larger ``N`` embeds like the unpadded one (to float tolerance;
+            at least one sample per dataset must be real). The attention over variables is
+            per sample, so padded samples there only produce rows the pool drops. ``None``
+            (the default): every sample is real, the original computation, bit for bit.
 
     Returns:
         ``(..., d, e)`` one embedding per variable.
@@ -72,17 +80,24 @@ class DatasetEmbedding(nn.Module):
     config: ActivaConfig
 
     @nn.compact
-    def __call__(self, data, intervention):
+    def __call__(self, data, intervention, mask=None):
         cfg = self.config
         x = jnp.concatenate([data[..., None], intervention], axis=-1)  # (..., N, d, 1 + |I|)
         x = nn.Dense(cfg.embed_dim)(x)  # (..., N, d, e)
+        # Attention over samples runs on (..., d, N, e): keys masked per dataset, the same for
+        # every variable, head and query, i.e. (..., 1, 1, 1, N_kv).
+        attn_mask = None if mask is None else mask[..., None, None, None, :]
         for _ in range(cfg.num_encoder_blocks):
             x = AttentionBlock(cfg.num_heads, cfg.hidden_dim)(x)  # over variables
             x = jnp.swapaxes(x, -2, -3)  # (..., d, N, e)
-            x = AttentionBlock(cfg.num_heads, cfg.hidden_dim)(x)  # over samples
+            x = AttentionBlock(cfg.num_heads, cfg.hidden_dim)(x, attn_mask)  # over samples
             x = jnp.swapaxes(x, -2, -3)  # (..., N, d, e)
         x = nn.LayerNorm()(x)
-        return x.mean(axis=-3)  # (..., d, e)
+        if mask is None:
+            return x.mean(axis=-3)  # (..., d, e)
+        weights = mask.astype(x.dtype)[..., None, None]  # (..., N, 1, 1)
+        total = jnp.where(weights > 0, x, 0.0).sum(axis=-3)  # (..., d, e)
+        return total / weights.sum(axis=-3)  # masked mean over the real samples
 
 
 class PriorHead(nn.Module):

@@ -13,15 +13,25 @@ import jax.numpy as jnp
 __all__ = ["standardization_stats", "to_data_units", "nominal_intervention_values"]
 
 
-def standardization_stats(observational, std_floor: float):
+def standardization_stats(observational, std_floor: float, mask=None):
     """Per-dataset, per-variable mean and (floored) standard deviation.
 
     ``observational (..., N, d)`` → ``(mean (..., d), std (..., d))``; ``std`` (``ddof=0``)
-    is at least ``std_floor``, so a constant variable does not divide by zero.
+    is at least ``std_floor``, so a constant variable does not divide by zero. With ``mask``
+    (``(..., N)`` boolean, True for real samples; at least one per dataset) the statistics
+    are taken over the real samples only, so padded rows (whatever their values) do not
+    count; ``None`` uses every sample (the original computation, bit for bit).
     """
-    mean = observational.mean(axis=-2)
-    std = jnp.maximum(observational.std(axis=-2), std_floor)
-    return mean, std
+    if mask is None:
+        mean = observational.mean(axis=-2)
+        std = jnp.maximum(observational.std(axis=-2), std_floor)
+        return mean, std
+    real = mask[..., None]  # (..., N, 1)
+    count = real.astype(observational.dtype).sum(axis=-2)  # (..., 1)
+    mean = jnp.where(real, observational, 0.0).sum(axis=-2) / count
+    centred = jnp.where(real, observational - mean[..., None, :], 0.0)
+    std = jnp.sqrt((centred * centred).sum(axis=-2) / count)
+    return mean, jnp.maximum(std, std_floor)
 
 
 def to_data_units(locs, covariances, mean, std):

@@ -226,24 +226,37 @@ def target_checks(ds: dict) -> list[tuple[str, bool, str]]:
     return checks
 
 
+#: Architecture fields shown on a card, for ACTIVA and for MACE-TNP configurations.
+CARD_FIELDS = ("embed_dim", "hidden_dim", "num_heads", "num_encoder_blocks", "num_decoder_blocks",
+               "num_layers", "prior_components", "decoder_components", "num_components",
+               "covariance_rank", "standardize")
+
+
 def training_block(model_dir: Path) -> str:
-    """The generated training summary of a model card, read from the model's ``config.json``."""
+    """The generated training summary of a model card, read from the model's ``config.json``
+    (an ACTIVA zoo model or a MACE-TNP baseline)."""
     saved = json.loads((model_dir / "config.json").read_text())
     cfg, info = saved["model_config"], saved["info"]
     train, data = info["train_config"], info["dataset"]
-    shape = {k: data.get(k) for k in ("generator", "noise", "preset", "num_scms", "num_vars",
-                                      "num_samples", "seed") if data.get(k) is not None}
-    train_scms = round(data["num_scms"] * data.get("split_fractions", [0.8])[0])
-    epochs = info["num_steps"] * train["batch_size"] / (train_scms * data.get("num_queries", data["num_vars"]))
-    arch = ", ".join(f"{k}={cfg[k]}" for k in ("embed_dim", "hidden_dim", "num_heads", "num_encoder_blocks",
-                                               "num_decoder_blocks", "prior_components",
-                                               "decoder_components", "covariance_rank"))
+    shape = {k: data.get(k) for k in ("generator", "noise", "preset", "num_scms", "num_networks", "num_vars",
+                                      "num_genes", "num_samples", "num_cells", "seed") if data.get(k) is not None}
+    num_scms = data.get("num_scms", data.get("num_networks"))
+    num_vars = data.get("num_vars", data.get("num_genes"))
+    train_scms = round(num_scms * data.get("split_fractions", [0.8])[0])
+    epochs = info["num_steps"] * train["batch_size"] / (train_scms * num_vars)  # one query per variable
+    arch = ", ".join(f"{k}={cfg[k]}" for k in CARD_FIELDS if k in cfg)
+    if "beta" in cfg:
+        objective = (f"; β = {cfg['beta']}, {cfg['num_particles']} particles, "
+                     f"{cfg['num_predictive_latents']} latent draws at prediction")
+        optimizer = f"Adam {train['learning_rate']:g}"
+    else:
+        objective = ""
+        optimizer = f"AdamW {train['learning_rate']:g} with a cosine schedule"
     return "\n".join([
-        f"* **Architecture** (`config.json`): {arch}; β = {cfg['beta']}, {cfg['num_particles']} particles, "
-        f"{cfg['num_predictive_latents']} latent draws at prediction.",
+        f"* **Architecture** (`config.json`): {arch}{objective}.",
         f"* **Data**: {', '.join(f'{k}={v}' for k, v in shape.items())}; {train_scms} training SCMs.",
-        f"* **Training**: {info['num_steps']:,} SVI steps of {train['batch_size']} tasks "
-        f"(≈ {epochs:.1f} epochs over the training tasks), Adam {train['learning_rate']:g}, "
+        f"* **Training**: {info['num_steps']:,} steps of {train['batch_size']} tasks "
+        f"(≈ {epochs:.1f} epochs over the training tasks), {optimizer}, "
         f"gradient clip {train['clip_norm']}; best validation NLL {info['best_valid_nll']:.3f} at step "
         f"{info['best_step']:,}; {info['wall_time_s'] / 60:.0f} min of wall time"
         + (f" on {info['machine']}" if info.get("machine") else "") + ".",
@@ -334,6 +347,11 @@ def main(argv=None):
                                         where=str(card))
             for target, ok, measured in target_checks(ds):
                 print(f"{ds['label']:8s} {spec.model:8s} {'met ' if ok else 'MISS'} {target}: {measured}")
+    for entry in DATASETS.values():  # the MACE-TNP baselines' cards: training summary only
+        card = Path("models") / "baselines" / str(entry.mace_tnp) / "card.md"
+        if entry.mace_tnp and card.is_file() and "<!-- generated:training -->" in card.read_text():
+            cards[card] = replace_block(card.read_text(), "training", training_block(card.parent),
+                                        where=str(card))
     for card, text in cards.items():
         card.write_text(text)
     print(paper_comparison(report))
