@@ -1,0 +1,63 @@
+"""inference/reproduce_table1.py: the target checks and the generated card blocks."""
+
+import importlib.util
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+spec = importlib.util.spec_from_file_location("reproduce_table1", ROOT / "inference" / "reproduce_table1.py")
+r = importlib.util.module_from_spec(spec)
+sys.modules.setdefault("reproduce_table1", r)  # dataclasses look their module up there
+spec.loader.exec_module(r)
+
+
+def _ds(label, activa, lc, gc):
+    """A one-dataset report entry; each of activa/lc/gc maps (marginal, metric) -> mean."""
+    def row(name, cells):
+        results = {}
+        for (m, k), v in cells.items():
+            results.setdefault(m, {})[k] = {"mean": v, "se": 0.0, "n": 10, "n_scms": 5}
+        return {"label": name, "results": results, "privileged": []}
+    return {"label": label, "path": "data/x", "num_scms": 5, "num_tasks": 10,
+            "methods": [row("ACTIVA", activa), row("Linear Causal (O)", lc), row("Gaussian Cond.", gc)]}
+
+
+def test_two_variable_targets():
+    act = {("all_but_target", "energy"): 0.15, ("non_descendants", "energy"): 0.02,
+           ("all_but_target", "nll"): 0.4}
+    lc = {("all_but_target", "energy"): 0.09, ("all_but_target", "nll"): 0.5}
+    gc = {("non_descendants", "energy"): 1.4}
+    checks = r.target_checks(_ds("Beta 2", act, lc, gc))
+    assert [ok for _, ok, _ in checks] == [False, True, True]  # 1.67x > 1.5x; 70x below; 0.4 < 0.5
+    assert "1.67×" in checks[0][2]
+    assert len(r.target_checks(_ds("Gauss 2", act, lc, gc))) == 2  # the NLL target is Beta 2's only
+
+
+def test_eight_variable_targets_compare_every_marginal_with_gc():
+    cells = [(m, k) for m in ("all_but_target", "descendants", "non_descendants") for k in ("energy", "nll")]
+    act = {c: 1.0 for c in cells}
+    gc = {c: 2.0 for c in cells}
+    gc[("descendants", "energy")] = 0.5
+    checks = r.target_checks(_ds("Gauss 8", act, {}, gc))
+    assert len(checks) == 6 and sum(ok for _, ok, _ in checks) == 5
+    assert not dict((t, ok) for t, ok, _ in checks)["Desc. ERG below Gaussian Cond."]
+
+
+def test_card_block_and_replace_block():
+    report = {"datasets": [], "machine": "test machine", "average": "task", "command": "python x.py"}
+    ds = _ds("Gauss 8", {("all_but_target", "energy"): 1.0}, {}, {("all_but_target", "energy"): 2.0})
+    block = r.card_block(report, ds)
+    assert "| Gauss 8 | ACTIVA |" in block and "test machine" in block and "| yes |" in block
+    text = "a\n<!-- generated:results:Gauss 8 -->\nold\n<!-- /generated:results:Gauss 8 -->\nb"
+    new = r.replace_block(text, "results:Gauss 8", block, where="card")
+    assert "old" not in new and new.startswith("a\n") and new.endswith("\nb")
+    with pytest.raises(ValueError, match="card has no block"):
+        r.replace_block("no markers", "results:Gauss 8", block, where="card")
+
+
+@pytest.mark.parametrize("model", ["gauss8", "baselines/mace-tnp-gauss8", "gauss2"])
+def test_training_block_reads_the_shipped_config(model):
+    text = r.training_block(ROOT / "models" / model)
+    assert "**Architecture**" in text and "**Training**" in text and "best validation NLL" in text
