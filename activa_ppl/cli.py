@@ -58,7 +58,13 @@ def _cmd_train(args):
 
         initialize(args.coordinator, args.num_processes, args.process_id)
     data = load_dataset(args.data)
-    config = ActivaConfig.preset(args.preset, num_interventions=max(1, data.num_interventions))
+    standardize = {}
+    if args.standardize:  # z-scored inputs: the model needs each index's value in data units
+        from activa_ppl.standardize import nominal_intervention_values
+
+        standardize = dict(standardize=True, intervention_values=nominal_intervention_values(data))
+    config = ActivaConfig.preset(args.preset, num_interventions=max(1, data.num_interventions),
+                                 **standardize)
     fitted = train(Activa(config), data, num_steps=args.steps, seed=args.seed,
                    batch_size=args.batch_size, learning_rate=args.lr, eval_every=args.eval_every,
                    workdir=args.workdir, resume=not args.no_resume, progress=not args.quiet,
@@ -269,6 +275,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="a NaN/inf loss rolls back the chunk, then stops (default) or retries it "
                    "with a halved learning rate")
     p.add_argument("--max-retries", type=int, default=3, help="learning-rate halvings allowed")
+    p.add_argument("--standardize", action="store_true",
+                   help="ActivaConfig(standardize=True): z-score each dataset per variable (for data "
+                   "whose scale varies between SCMs, e.g. 8-variable sets and SERGIO)")
     p.add_argument("--data-parallel", action="store_true",
                    help="shard each minibatch over all devices (batch size divisible by their number)")
     p.add_argument("--distributed", action="store_true",

@@ -98,3 +98,11 @@ def test_train_exposes_the_nonfinite_policy():
     args = build_parser().parse_args(["train", "--data", "d", "--out", "m", "--on-nonfinite", "retry",
                                       "--max-retries", "2"])
     assert (args.on_nonfinite, args.max_retries) == ("retry", 2)
+
+
+def test_train_standardize_flag(trained, tmp_path):
+    """`activa train --standardize` trains a unit-invariant model with the dataset's value."""
+    assert main(["train", "--data", str(trained / "data"), "--out", str(tmp_path / "model"), "--preset", "tiny",
+                 "--steps", "4", "--eval-every", "2", "--standardize", "--quiet"]) == 0
+    config = ap.load(tmp_path / "model").activa.config
+    assert config.standardize and config.intervention_values == (5.0,)
