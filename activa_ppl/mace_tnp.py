@@ -75,7 +75,8 @@ from activa_ppl.metrics import MARGINAL_SET_NAMES
 from activa_ppl.mixture import GaussianMixture
 from activa_ppl.networks import AttentionBlock, FeedForward
 from activa_ppl.standardize import standardization_stats
-from activa_ppl.training import TrainingDiverged, _all_finite, _truncate_metrics  # shared rules
+from activa_ppl.training import (TrainingDiverged, _all_finite, _run_summary,  # shared rules
+                                 _truncate_metrics)
 from activa_ppl.validation import as_observations, resolve_targets
 
 __all__ = [
@@ -837,12 +838,5 @@ def train_mace_tnp(
             bar.set_postfix(loss=f"{record['train_nll_per_sample']:.3f}", valid_nll=f"{nll:.3f}")
     finally:
         bar.close()
-    info = {
-        "num_steps": step,
-        "best_step": best_step,
-        "best_valid_nll": best_nll,
-        "train_config": config.to_dict(),
-        "dataset": data.metadata,
-        "wall_time_s": round(elapsed_before + time.perf_counter() - start, 1),
-    }
+    info = _run_summary(step, best_step, best_nll, config, data, elapsed_before + time.perf_counter() - start)
     return FittedMaceTnp(config=model_config, params=best_params, info=info)

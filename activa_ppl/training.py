@@ -320,6 +320,19 @@ def _restore_state(template, leaves: list[np.ndarray], path: Path):
     return jax.tree_util.tree_unflatten(treedef, [jnp.asarray(x) for x in leaves])
 
 
+def _run_summary(step: int, best_step: int, best_nll: float, config, data: InterventionalDataset,
+                 wall_time_s: float) -> dict:
+    """The ``info`` of a fitted model after a training run (ACTIVA and MACE-TNP alike)."""
+    return {
+        "num_steps": step,
+        "best_step": best_step,
+        "best_valid_nll": best_nll,
+        "train_config": config.to_dict(),
+        "dataset": data.metadata,
+        "wall_time_s": round(wall_time_s, 1),
+    }
+
+
 def _all_finite(tree) -> bool:
     return all(bool(jnp.all(jnp.isfinite(x))) for x in jax.tree_util.tree_leaves(tree)
                if jnp.issubdtype(jnp.asarray(x).dtype, jnp.inexact))
@@ -474,14 +487,8 @@ def train(
     start = time.perf_counter()
 
     def summary() -> dict:
-        info = {
-            "num_steps": step,
-            "best_step": best_step,
-            "best_valid_nll": best_nll,
-            "train_config": config.to_dict(),
-            "dataset": data.metadata,
-            "wall_time_s": round(elapsed_before + time.perf_counter() - start, 1),
-        }
+        info = _run_summary(step, best_step, best_nll, config, data,
+                            elapsed_before + time.perf_counter() - start)
         if mesh is not None:
             info["data_parallel_devices"] = int(mesh.size)
         if retries:
