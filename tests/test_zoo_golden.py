@@ -1,0 +1,48 @@
+"""Every shipped model predicts what it predicted when ``tests/golden/zoo_predictions.npz`` was
+recorded (``tests/golden/record_zoo_predictions.py``): refactors must not change behaviour.
+
+Portable by default: the comparison allows float32 rounding differences (another CPU's SIMD
+width or thread count changes reduction orders in the networks), ``rtol=1e-4`` and an absolute
+floor of ``1e-5`` of each array's largest entry. ``ACTIVA_GOLDEN_EXACT=1`` demands bit identity,
+which holds on the machine (CPU kind, jax/jaxlib version) that recorded the file.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import activa_ppl as ap
+from activa_ppl.mace_tnp import load_mace_tnp
+
+ROOT = Path(__file__).resolve().parents[1]
+GOLDEN = np.load(Path(__file__).parent / "golden" / "zoo_predictions.npz")
+NAMES = sorted({k.rsplit("/", 1)[0] for k in GOLDEN.files})
+EXACT = os.environ.get("ACTIVA_GOLDEN_EXACT") == "1"
+
+
+def test_golden_file_covers_every_shipped_model():
+    shipped = {p.parent.relative_to(ROOT / "models").as_posix()
+               for p in (ROOT / "models").glob("**/config.json")}
+    assert shipped == set(NAMES)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_shipped_model_predicts_as_recorded(name):
+    g = {k: GOLDEN[f"{name}/{k}"] for k in ("obs", "targets", "weights", "locs", "covariances")}
+    if name.startswith("baselines/"):
+        mix = load_mace_tnp(ROOT / "models" / name).predict_batch(g["obs"], g["targets"],
+                                                                GOLDEN[f"{name}/values"])
+    else:
+        mix = ap.load(ROOT / "models" / name).predict_batch(g["obs"], g["targets"],
+                                                           GOLDEN[f"{name}/index"], seed=0)
+    for k in ("weights", "locs", "covariances"):
+        got, want = np.asarray(getattr(mix, k)), g[k]
+        if EXACT:
+            np.testing.assert_array_equal(got, want, err_msg=f"{name} {k}")
+        else:
+            np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5 * np.abs(want).max(),
+                                       err_msg=f"{name} {k}")
