@@ -11,22 +11,23 @@ intervention as a :class:`GaussianMixture`, in one forward pass.
 >>> mix = fitted.predict(obs, target=0, intervention=0, seed=0)     # doctest: +SKIP
 """
 
-from activa_ppl import baselines, evaluation, handlers, mace_tnp, metrics, report, simulate
+from activa_ppl import baselines, evaluation, handlers, metrics, predictors, report, simulate
+from activa_ppl._version import __version__
+from activa_ppl.baselines.mace_tnp import FittedMaceTnp, MaceTnpConfig, load_mace_tnp, train_mace_tnp
 from activa_ppl.checkpoint import CheckpointError
 from activa_ppl.config import ActivaConfig, TrainConfig
 from activa_ppl.data import InterventionalDataset, TaskArrays, load_dataset
 from activa_ppl.fitted import FittedActiva, load
 from activa_ppl.handlers import beta_kl
 from activa_ppl.interventions import intervention_representation
-from activa_ppl.mace_tnp import FittedMaceTnp, MaceTnpConfig, load_mace_tnp, train_mace_tnp
+from activa_ppl.loop import TrainingDiverged
 from activa_ppl.mixture import GaussianMixture
 from activa_ppl.model import Activa, predictive_mixture
-from activa_ppl.training import TrainingDiverged, train
+from activa_ppl.training import train
 from activa_ppl.zoo import available_models, load_pretrained
 
-__version__ = "0.1.0"
-
 __all__ = [
+    "__version__",
     "Activa",
     "ActivaConfig",
     "CheckpointError",
@@ -48,7 +49,7 @@ __all__ = [
     "load_dataset",
     "load_mace_tnp",
     "load_pretrained",
-    "mace_tnp",
+    "predictors",
     "metrics",
     "predictive_mixture",
     "report",

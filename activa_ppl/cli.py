@@ -8,9 +8,11 @@ traceback.
 from __future__ import annotations
 
 import argparse
-import csv
 import sys
 from pathlib import Path
+
+from activa_ppl.arguments import add_training_arguments
+from activa_ppl.csv_input import read_csv
 
 __all__ = ["main", "build_parser"]
 
@@ -48,142 +50,25 @@ def _cmd_simulate(args):
 
 
 def _cmd_train(args):
-    from activa_ppl.config import ActivaConfig
-    from activa_ppl.data import load_dataset
-    from activa_ppl.model import Activa
-    from activa_ppl.training import train
+    from activa_ppl.arguments import train_activa_from_args
 
-    if args.distributed:  # before any JAX computation
-        from activa_ppl.distributed import initialize
-
-        initialize(args.coordinator, args.num_processes, args.process_id)
-    data = load_dataset(args.data)
-    standardize = {}
-    if args.standardize:  # z-scored inputs: the model needs each index's value in data units
-        from activa_ppl.standardize import nominal_intervention_values
-
-        standardize = dict(standardize=True, intervention_values=nominal_intervention_values(data))
-    config = ActivaConfig.preset(args.preset, num_interventions=max(1, data.num_interventions),
-                                 **standardize)
-    fitted = train(Activa(config), data, num_steps=args.steps, seed=args.seed,
-                   batch_size=args.batch_size, learning_rate=args.lr, eval_every=args.eval_every,
-                   workdir=args.workdir, resume=not args.no_resume, progress=not args.quiet,
-                   on_nonfinite=args.on_nonfinite, max_retries=args.max_retries,
-                   data_parallel=args.data_parallel)
+    fitted = train_activa_from_args(args)
     import jax
 
-    if jax.process_index() != 0:  # multi-host: process 0 writes the model
+    if jax.process_index() != 0:  # multi-host: process 0 wrote the model
         return
-    fitted.save(args.out)
     print(f"best validation NLL {fitted.info['best_valid_nll']:.4f} at step "
           f"{fitted.info['best_step']}; model written to {args.out}")
-
-
-def _resolve_model(name_or_path: str):
-    from activa_ppl.fitted import load
-    from activa_ppl.zoo import load_pretrained
-
-    if Path(name_or_path).exists():
-        return load(name_or_path)
-    return load_pretrained(name_or_path)
-
-
-def read_csv(path):
-    """Read a CSV of observational samples (header row of variable names) with clear errors.
-
-    The file must be UTF-8 text (a byte-order mark is allowed) whose first non-blank line names
-    the variables; every further non-blank line holds one sample with one number per column.
-    Blank lines are skipped, spaces around fields are ignored, fields may be double-quoted
-    (strictly: a quote must close before the next delimiter). ``nan``/``inf`` parse as numbers
-    (and are refused later, by :func:`activa_ppl.validation.as_observations`, with their column
-    and row).
-
-    Returns:
-        ``pandas.DataFrame`` of float64 columns named by the header (names stripped of
-        surrounding spaces).
-
-    Raises:
-        ValueError: a message naming the file and, where there is one, the line and column:
-            missing file, not UTF-8 text, NUL bytes, malformed quoting (with its line), an empty
-            file, a header without rows, an empty or duplicate column name, a first line of
-            numbers only (no header), a line whose field
-            count differs from the header's, an empty cell, or a cell that is not a number.
-    """
-    import io
-
-    import numpy as np
-    import pandas as pd
-
-    path = Path(path)
-    if not path.exists():
-        raise ValueError(f"{path}: no such file")
-    if not path.is_file():
-        raise ValueError(f"{path}: not a regular file")
-    try:
-        text = path.read_bytes().decode("utf-8-sig")
-    except UnicodeDecodeError as e:
-        raise ValueError(f"{path}: not UTF-8 text ({e.reason} at byte {e.start}); save the CSV as UTF-8") from e
-    if "\x00" in text:
-        raise ValueError(f"{path}: contains NUL bytes; not a text CSV file")
-    reader = csv.reader(io.StringIO(text, newline=""), strict=True, skipinitialspace=True)
-    lines = []  # (line number, fields) of the non-blank lines
-    try:
-        for row in reader:
-            if row and not (len(row) == 1 and not row[0].strip()):
-                lines.append((reader.line_num, row))
-    except csv.Error as e:
-        raise ValueError(f"{path}: malformed CSV on line {reader.line_num} ({e})") from e
-    if not lines:
-        raise ValueError(f"{path}: the file is empty")
-    (_, header), body = lines[0], lines[1:]
-    names = [c.strip() for c in header]
-    unnamed = [j for j, c in enumerate(names) if not c]
-    if unnamed:
-        raise ValueError(f"{path}: column {unnamed[0] + 1} of the header has no name")
-    if len(set(names)) != len(names):
-        dup = sorted({c for c in names if names.count(c) > 1})
-        raise ValueError(f"{path}: duplicate column names {dup}")
-    if all(_is_number(c) for c in names):
-        raise ValueError(f"{path}: the first line holds numbers ({', '.join(names[:3])}), not column "
-                         "names; add a header row naming the variables")
-    if not body:
-        raise ValueError(f"{path}: has a header but no rows")
-    for number, row in body:
-        if len(row) != len(names):
-            raise ValueError(f"{path}: line {number} has {len(row)} field(s) but the header names "
-                             f"{len(names)} columns")
-    columns = {}
-    for j, name in enumerate(names):
-        values = np.empty(len(body), dtype=np.float64)
-        for i, (number, row) in enumerate(body):
-            cell = row[j].strip()
-            if not cell:
-                raise ValueError(f"{path}: column {name!r} has an empty cell on line {number}")
-            try:
-                if "_" in cell:  # float() reads "1_000"; a CSV reader should not
-                    raise ValueError(cell)
-                values[i] = float(cell)
-            except ValueError:
-                raise ValueError(f"{path}: column {name!r} is non-numeric: line {number} holds "
-                                 f"{cell[:40]!r}") from None
-        columns[name] = values
-    return pd.DataFrame(columns)
-
-
-def _is_number(text: str) -> bool:
-    try:
-        float(text)
-    except ValueError:
-        return False
-    return True
 
 
 def _cmd_predict(args):
     import numpy as np
     import pandas as pd
 
+    from activa_ppl.zoo import resolve_model
+
     frame = read_csv(args.data)
-    fitted = _resolve_model(args.model)
+    fitted = resolve_model(args.model)
     targets = [t.strip() for t in args.target.split(",")]
     targets = [int(t) if t.isdigit() and t not in frame.columns else t for t in targets]
     mix = fitted.predict(frame, target=targets, intervention=args.intervention, seed=args.seed)
@@ -261,32 +146,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_simulate)
 
     p = sub.add_parser("train", help="train ACTIVA on a saved dataset")
-    p.add_argument("--data", required=True, help="dataset folder written by `activa simulate`")
-    p.add_argument("--out", required=True, help="folder for the trained model")
-    p.add_argument("--preset", default="small", choices=["tiny", "small", "paper"])
-    p.add_argument("--steps", type=int, default=5000)
-    p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--lr", type=float, default=5e-4)
-    p.add_argument("--eval-every", type=int, default=250)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--workdir", default=None, help="checkpoint + metrics folder (enables resume)")
-    p.add_argument("--no-resume", action="store_true")
-    p.add_argument("--on-nonfinite", choices=["stop", "retry"], default="stop",
-                   help="a NaN/inf loss rolls back the chunk, then stops (default) or retries it "
-                   "with a halved learning rate")
-    p.add_argument("--max-retries", type=int, default=3, help="learning-rate halvings allowed")
-    p.add_argument("--standardize", action="store_true",
-                   help="ActivaConfig(standardize=True): z-score each dataset per variable (for data "
-                   "whose scale varies between SCMs, e.g. 8-variable sets and SERGIO)")
-    p.add_argument("--data-parallel", action="store_true",
-                   help="shard each minibatch over all devices (batch size divisible by their number)")
-    p.add_argument("--distributed", action="store_true",
-                   help="multi-host: call jax.distributed.initialize first (auto-detects SLURM etc.; "
-                   "every host needs the same --data); use with --data-parallel")
-    p.add_argument("--coordinator", default=None, help="with --distributed: host:port of process 0")
-    p.add_argument("--num-processes", type=int, default=None, help="with --distributed --coordinator")
-    p.add_argument("--process-id", type=int, default=None, help="with --distributed --coordinator")
-    p.add_argument("--quiet", action="store_true")
+    p.add_argument("--data", required=True, help="dataset folder written by `activa simulate` (required)")
+    add_training_arguments(p)  # shared with inference/train.py (activa_ppl.arguments)
     p.set_defaults(func=_cmd_train)
 
     p = sub.add_parser("predict", help="predict p(V | do(target)) for observational data in a CSV")

@@ -10,11 +10,53 @@ import dataclasses
 import math
 from typing import Any
 
-__all__ = ["ActivaConfig", "TrainConfig"]
+__all__ = ["ConfigBase", "ActivaConfig", "TrainConfig", "check_positive_ints", "check_finite_number"]
+
+
+def check_positive_ints(config, names) -> None:
+    """Raise ``ValueError`` unless every field in ``names`` of ``config`` is a positive int."""
+    for name in names:
+        value = getattr(config, name)
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            raise ValueError(f"{type(config).__name__}.{name} must be a positive integer, got {value!r}")
+
+
+def check_finite_number(config, name: str) -> float:
+    """The field ``name`` of ``config`` as a float; ``ValueError`` unless a finite number."""
+    value = getattr(config, name)
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise ValueError(f"{type(config).__name__}.{name} must be a finite number, got {value!r}")
+    return float(value)
+
+
+class ConfigBase:
+    """What every frozen configuration dataclass of the library shares: named presets and a
+    JSON round trip (:meth:`to_dict` / :meth:`from_dict`, unknown keys refused)."""
+
+    #: preset name -> field overrides (subclasses set it).
+    PRESETS: dict[str, dict[str, Any]] = {}
+
+    @classmethod
+    def _from_preset(cls, name: str, **fields: Any):
+        if name not in cls.PRESETS:
+            raise ValueError(f"unknown {cls.__name__} preset {name!r}; choose one of {sorted(cls.PRESETS)}")
+        return cls(**{**cls.PRESETS[name], **fields})
+
+    def to_dict(self) -> dict[str, Any]:
+        """The configuration as a JSON-serialisable dict."""
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]):
+        """Inverse of :meth:`to_dict`; unknown keys are an error (a newer file format)."""
+        unknown = set(values) - {f.name for f in dataclasses.fields(cls)}
+        if unknown:
+            raise ValueError(f"unknown {cls.__name__} fields {sorted(unknown)}")
+        return cls(**values)
 
 
 @dataclasses.dataclass(frozen=True)
-class ActivaConfig:
+class ActivaConfig(ConfigBase):
     """Architecture and objective of the ACTIVA β-CVAE (paper Sections 3, 5 and 6.4).
 
     Attributes:
@@ -75,14 +117,10 @@ class ActivaConfig:
             object.__setattr__(self, "intervention_values", values)
         if not isinstance(self.standardize, bool):
             raise ValueError(f"ActivaConfig.standardize must be a bool, got {self.standardize!r}")
-        for name in (
+        check_positive_ints(self, (
             "embed_dim", "hidden_dim", "num_heads", "num_encoder_blocks", "num_decoder_blocks",
             "prior_components", "decoder_components", "covariance_rank", "num_interventions",
-            "num_particles", "num_predictive_latents", "num_validation_latents",
-        ):
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ValueError(f"ActivaConfig.{name} must be a positive integer, got {value!r}")
+            "num_particles", "num_predictive_latents", "num_validation_latents"))
         if self.embed_dim % self.num_heads:
             raise ValueError(
                 f"ActivaConfig.embed_dim ({self.embed_dim}) must be divisible by num_heads ({self.num_heads})"
@@ -98,6 +136,14 @@ class ActivaConfig:
                     or not math.isfinite(value) or value <= 0:
                 raise ValueError(f"ActivaConfig.{name} must be a positive finite number, got {value!r}")
 
+    PRESETS = {
+        "paper": {},
+        "small": dict(embed_dim=32, hidden_dim=64, num_heads=4, num_encoder_blocks=2,
+                      num_decoder_blocks=2, prior_components=10, covariance_rank=16),
+        "tiny": dict(embed_dim=16, hidden_dim=32, num_heads=2, num_encoder_blocks=1,
+                     num_decoder_blocks=1, prior_components=4, covariance_rank=8, num_particles=2),
+    }
+
     @classmethod
     def preset(cls, name: str, **overrides: Any) -> "ActivaConfig":
         """A named architecture preset, optionally with fields overridden.
@@ -107,38 +153,11 @@ class ActivaConfig:
           the 2-variable sets in minutes on two cores.
         * ``"tiny"``: for tests and smoke runs only.
         """
-        presets = {
-            "paper": {},
-            "small": dict(
-                embed_dim=32, hidden_dim=64, num_heads=4, num_encoder_blocks=2,
-                num_decoder_blocks=2, prior_components=10, covariance_rank=16,
-            ),
-            "tiny": dict(
-                embed_dim=16, hidden_dim=32, num_heads=2, num_encoder_blocks=1,
-                num_decoder_blocks=1, prior_components=4, covariance_rank=8,
-                num_particles=2,
-            ),
-        }
-        if name not in presets:
-            raise ValueError(f"unknown ActivaConfig preset {name!r}; choose one of {sorted(presets)}")
-        return cls(**{**presets[name], **overrides})
-
-    def to_dict(self) -> dict[str, Any]:
-        """The configuration as a JSON-serialisable dict."""
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, values: dict[str, Any]) -> "ActivaConfig":
-        """Inverse of :meth:`to_dict`; unknown keys are an error (a newer file format)."""
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = set(values) - known
-        if unknown:
-            raise ValueError(f"unknown ActivaConfig fields {sorted(unknown)}")
-        return cls(**values)
+        return cls._from_preset(name, **overrides)
 
 
 @dataclasses.dataclass(frozen=True)
-class TrainConfig:
+class TrainConfig(ConfigBase):
     """One training run: minibatch SVI with Adam, validation every ``eval_every`` steps.
 
     Attributes:
@@ -172,20 +191,8 @@ class TrainConfig:
     def __post_init__(self):
         if not isinstance(self.data_parallel, bool):
             raise ValueError(f"TrainConfig.data_parallel must be a bool, got {self.data_parallel!r}")
-        for name in ("num_steps", "batch_size", "eval_every", "num_validation_tasks"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ValueError(f"TrainConfig.{name} must be a positive integer, got {value!r}")
+        check_positive_ints(self, ("num_steps", "batch_size", "eval_every", "num_validation_tasks"))
         if not self.learning_rate > 0:
             raise ValueError(f"TrainConfig.learning_rate must be positive, got {self.learning_rate!r}")
         if self.clip_norm is not None and not self.clip_norm > 0:
             raise ValueError(f"TrainConfig.clip_norm must be positive or None, got {self.clip_norm!r}")
-
-    def to_dict(self) -> dict[str, Any]:
-        """The configuration as a JSON-serialisable dict."""
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, values: dict[str, Any]) -> "TrainConfig":
-        """Inverse of :meth:`to_dict`."""
-        return cls(**values)

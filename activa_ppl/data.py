@@ -20,12 +20,13 @@ import json
 import os
 import re
 from collections.abc import Mapping, Sequence
-from typing import IO, Any, NamedTuple
+from typing import Any, NamedTuple
 
 import networkx as nx
 import numpy as np
 
-from activa_ppl.checkpoint import atomic_write_bytes, file_sha256, read_npz
+from activa_ppl._version import __version__
+from activa_ppl.dataset_io import read_dataset_folder, write_dataset_folder
 from activa_ppl.validation import check_values
 
 __all__ = [
@@ -45,11 +46,8 @@ FORMAT_VERSION = 1
 #: Mapping from split name to the int8 code stored in :attr:`InterventionalDataset.split`.
 SPLIT_CODES: Mapping[str, int] = {"train": 0, "valid": 1, "test": 2}
 
-_DATA_FILE = "data.npz"
-_MANIFEST_FILE = "manifest.json"
 _EXTRA_PREFIX = "extra/"
 _EXTRA_NAME_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.\-]*$")
-_FALLBACK_VERSION = "0.1.0"
 
 # (field name, dtype) of the core arrays, in the order they are written to ``data.npz``.
 _CORE_ARRAYS: tuple[tuple[str, type], ...] = (
@@ -64,11 +62,8 @@ _CORE_ARRAYS: tuple[tuple[str, type], ...] = (
 
 
 def library_version() -> str:
-    """Return the activa_ppl version string (``activa_ppl.__version__`` if set, else ``"0.1.0"``)."""
-    import activa_ppl
-
-    version = getattr(activa_ppl, "__version__", None)
-    return str(version) if version else _FALLBACK_VERSION
+    """Return the activa_ppl version string (``activa_ppl.__version__``)."""
+    return __version__
 
 
 class TaskArrays(NamedTuple):
@@ -453,92 +448,31 @@ class InterventionalDataset:
         Writes ``data.npz`` (uncompressed; core arrays plus ``extra/<name>``) and then
         ``manifest.json`` (format name and version, S/M/d, shapes and dtypes of every array,
         num_interventions, variable_names, metadata, library version and the SHA-256 of
-        ``data.npz``). Each file is written atomically (temp file in the same directory, flush,
-        fsync, ``os.replace``), so readers never see a partially written file.
+        ``data.npz``), each atomically (:func:`activa_ppl.dataset_io.write_dataset_folder`).
         """
-        directory = os.fspath(path)
-        os.makedirs(directory, exist_ok=True)
-        arrays = self._arrays()
-        data_path = os.path.join(directory, _DATA_FILE)
-
-        def write_npz(handle: IO[bytes]) -> None:
-            np.savez(handle, **{key: np.ascontiguousarray(value) for key, value in arrays.items()})
-
-        atomic_write_bytes(data_path, write_npz)
-        manifest = {
+        write_dataset_folder(path, self._arrays(), {
             "format": FORMAT_NAME,
             "format_version": FORMAT_VERSION,
             "library_version": library_version(),
-            "data_file": _DATA_FILE,
-            "sha256": file_sha256(data_path),
             "num_scms": self.num_scms,
             "num_queries": self.num_queries,
             "num_vars": self.num_vars,
             "num_interventions": self.num_interventions,
             "variable_names": list(self.variable_names),
-            "arrays": {
-                key: {"shape": [int(n) for n in value.shape], "dtype": value.dtype.str}
-                for key, value in arrays.items()
-            },
             "extras": sorted(self.extras),
             "metadata": self.metadata,
-        }
-        text = json.dumps(manifest, indent=2, allow_nan=False) + "\n"
-        atomic_write_bytes(os.path.join(directory, _MANIFEST_FILE), lambda h: h.write(text.encode("utf-8")))
+        })
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> InterventionalDataset:
         """Read a dataset written by :meth:`save`, bit-exactly.
 
-        Verifies that both files exist, that the manifest has the expected format name and
-        version, that the SHA-256 of ``data.npz`` matches, and that the stored arrays have the
-        shapes and dtypes listed in the manifest; raises ValueError otherwise. Arrays are read
-        by :func:`activa_ppl.checkpoint.read_npz`, which never unpickles: an entry holding
-        Python objects is refused before any of its data is read.
+        :func:`activa_ppl.dataset_io.read_dataset_folder` verifies the files, the format name and
+        version, the SHA-256 of ``data.npz`` and the shapes and dtypes listed in the manifest
+        (never unpickling); here the core arrays' presence and dtypes and the extras are
+        checked. Raises ValueError on any mismatch.
         """
-        directory = os.fspath(path)
-        manifest_path = os.path.join(directory, _MANIFEST_FILE)
-        data_path = os.path.join(directory, _DATA_FILE)
-        if not os.path.exists(directory):
-            raise ValueError(f"dataset directory {directory!r} does not exist")
-        if not os.path.isdir(directory):
-            raise ValueError(f"dataset path {directory!r} is not a directory (expected a folder holding "
-                             f"{_DATA_FILE} and {_MANIFEST_FILE})")
-        for required in (manifest_path, data_path):
-            if not os.path.isfile(required):
-                raise ValueError(f"dataset file {required!r} is missing")
-        try:
-            with open(manifest_path, encoding="utf-8") as handle:
-                manifest = json.load(handle)
-        except (OSError, ValueError, RecursionError) as err:
-            raise ValueError(f"cannot parse {manifest_path!r}: {err}") from err
-        if not isinstance(manifest, dict) or manifest.get("format") != FORMAT_NAME:
-            found = manifest.get("format") if isinstance(manifest, dict) else None
-            raise ValueError(f"{manifest_path!r} has format {found!r}, expected {FORMAT_NAME!r}")
-        if manifest.get("format_version") != FORMAT_VERSION:
-            raise ValueError(
-                f"{manifest_path!r} has format_version {manifest.get('format_version')!r}; "
-                f"this library reads version {FORMAT_VERSION}"
-            )
-        _check_manifest(manifest, manifest_path)
-        digest = file_sha256(data_path)
-        if digest != manifest["sha256"]:
-            raise ValueError(
-                f"checksum mismatch for {data_path!r}: sha256 {digest} != manifest {manifest['sha256']}"
-            )
-        expected = manifest["arrays"]
-        arrays = read_npz(data_path)  # never unpickles; CheckpointError is a ValueError
-        if set(arrays) != set(expected):
-            raise ValueError(
-                f"{data_path!r} holds arrays {sorted(arrays)}, manifest lists {sorted(expected)}"
-            )
-        for key, array in arrays.items():
-            spec = expected[key]
-            if list(array.shape) != list(spec["shape"]) or array.dtype.str != spec["dtype"]:
-                raise ValueError(
-                    f"array {key!r} has shape {_shape_str(array)} dtype {array.dtype.str}, "
-                    f"manifest says shape {tuple(spec['shape'])} dtype {spec['dtype']}"
-                )
+        arrays, manifest, data_path = read_dataset_folder(path, FORMAT_NAME, FORMAT_VERSION)
         for name, dtype in _CORE_ARRAYS:
             if name not in arrays:
                 raise ValueError(f"{data_path!r} lacks the array {name!r}")
@@ -555,34 +489,6 @@ class InterventionalDataset:
             metadata=manifest["metadata"],
             extras=extras,
         )
-
-
-def _check_manifest(manifest: dict, manifest_path: str) -> None:
-    """Check the types of the manifest fields that :meth:`InterventionalDataset.load` reads."""
-    def fail(field: str, expected: str) -> None:
-        raise ValueError(f"{manifest_path!r}: field {field!r} must be {expected}, "
-                         f"got {manifest.get(field)!r:.80}")
-
-    for key in ("sha256", "arrays", "num_interventions", "variable_names", "metadata", "extras"):
-        if key not in manifest:
-            raise ValueError(f"{manifest_path!r} lacks the field {key!r}")
-    if not isinstance(manifest["sha256"], str):
-        fail("sha256", "a hex string")
-    arrays = manifest["arrays"]
-    if not isinstance(arrays, dict):
-        fail("arrays", "an object {name: {shape, dtype}}")
-    for key, spec in arrays.items():
-        if not (isinstance(spec, dict) and isinstance(spec.get("dtype"), str)
-                and isinstance(spec.get("shape"), list)
-                and all(isinstance(n, int) and not isinstance(n, bool) and n >= 0 for n in spec["shape"])):
-            raise ValueError(f"{manifest_path!r}: arrays[{key!r}] must be {{'shape': [non-negative ints], "
-                             f"'dtype': str}}, got {spec!r:.80}")
-    names = manifest["variable_names"]
-    if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
-        fail("variable_names", "a list of strings")
-    extras = manifest["extras"]
-    if not isinstance(extras, list) or not all(isinstance(n, str) for n in extras):
-        fail("extras", "a list of strings")
 
 
 def load_dataset(path: str | os.PathLike) -> InterventionalDataset:

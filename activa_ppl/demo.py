@@ -9,11 +9,11 @@ from pathlib import Path
 import numpy as np
 
 from activa_ppl.config import ActivaConfig
-from activa_ppl.evaluation import (activa_predictor, evaluate, gaussian_conditional_predictor,
-                                   linear_causal_predictor)
+from activa_ppl.evaluation import evaluate
+from activa_ppl.predictors import activa_predictor, gaussian_conditional_predictor, linear_causal_predictor
 from activa_ppl.model import Activa
 from activa_ppl.plotting import plot_interventional_samples
-from activa_ppl.report import format_table, machine_description, method_label
+from activa_ppl.report import format_table, machine_description
 from activa_ppl.simulate import linear_dataset
 from activa_ppl.training import train
 
@@ -40,7 +40,7 @@ def run_demo(out_dir="activa-demo", num_steps: int = 1200, num_scms: int = 3000,
     print(f"trained {num_steps} steps in {train_s:.0f} s; best validation NLL "
           f"{fitted.info['best_valid_nll']:.3f} at step {fitted.info['best_step']}")
     fitted.save(out / "model")
-    predictors = {method_label(p, data): p for p in (activa_predictor(fitted, seed=seed),
+    predictors = {p.label_for(data): p for p in (activa_predictor(fitted, seed=seed),
                                                      gaussian_conditional_predictor(),
                                                      linear_causal_predictor())}
     results = evaluate(data, predictors, split="test", seed=seed, max_scms=eval_scms, progress=progress)

@@ -28,7 +28,7 @@ import jax.numpy as jnp
 import networkx as nx
 import numpy as np
 
-from activa_ppl.mixture import GaussianMixture
+from activa_ppl.mixture import GaussianMixture, mixture_log_prob, sample_arrays
 
 __all__ = [
     "MARGINAL_SET_NAMES",
@@ -315,16 +315,14 @@ def _masked_scores(weights, locs, covariances, interventional, masks, key):
     Shapes: weights ``(K,)``, locs ``(K, d)``, covariances ``(K, d, d)``, interventional
     ``(n, d)``, masks ``(M, d)`` float 0/1 -> three ``(M,)`` arrays (NaN for empty masks).
     """
-    from activa_ppl.mixture import _log_prob, _sample
-
     n, d = interventional.shape
-    predicted = _sample(weights, locs, covariances, key, n)  # (n, d), as mixture.sample(n, key)
+    predicted = sample_arrays(weights, locs, covariances, key, n)  # (n, d), as mixture.sample(n, key)
     size = jnp.sum(masks, axis=-1)  # (M,)
 
     def one(m):
         outer = m[:, None] * m[None, :]
         cov = covariances * outer + jnp.diag(1.0 - m)
-        logp = _log_prob(weights, locs * m, cov, interventional * m) + (d - jnp.sum(m)) * _HALF_LOG_2PI
+        logp = mixture_log_prob(jnp.log(weights), locs * m, jnp.linalg.cholesky(cov), interventional * m) + (d - jnp.sum(m)) * _HALF_LOG_2PI
         nll = -jnp.mean(logp)
 
         def mean_dist(a, b):

@@ -26,19 +26,21 @@ one small compiled reduction and a host sync per construction).
 from __future__ import annotations
 
 import dataclasses
-import math
 from collections.abc import Iterator, Sequence
-from functools import partial
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from activa_ppl.mixture_math import (_component_log_prob, _log_prob, _sample, _total_covariance, _value_stats,
+                                     component_log_prob_tril, mixture_log_prob, sample_arrays)
+
 __all__ = [
     "GaussianMixture",
-    "concatenate_components",
-    "collapse_batch_axis",
+    "mixture_log_prob",
+    "component_log_prob_tril",
+    "sample_arrays",
     "as_prng_key",
     "WEIGHT_SUM_ATOL",
 ]
@@ -46,7 +48,6 @@ __all__ = [
 #: Absolute tolerance on ``|sum_k w_k - 1|`` accepted by the value checks.
 WEIGHT_SUM_ATOL = 1e-4
 
-_LOG_2PI = math.log(2.0 * math.pi)
 
 
 def as_prng_key(seed: Any) -> jax.Array:
@@ -453,87 +454,6 @@ class GaussianMixture:
 
 
 @jax.jit
-def _value_stats(weights, locs, covariances):
-    """[finite(weights), finite(locs), finite(covariances), min weight, max |sum w - 1|]."""
-    dtype = jnp.float32 if weights.dtype != jnp.float64 else jnp.float64
-    return jnp.stack(
-        [
-            jnp.all(jnp.isfinite(weights)).astype(dtype),
-            jnp.all(jnp.isfinite(locs)).astype(dtype),
-            jnp.all(jnp.isfinite(covariances)).astype(dtype),
-            jnp.min(weights).astype(dtype),
-            jnp.max(jnp.abs(jnp.sum(weights, axis=-1) - 1.0)).astype(dtype),
-        ]
-    )
-
-
-@jax.jit
-def _total_covariance(weights, locs, covariances):
-    """``(*batch, d, d)`` law-of-total-covariance of a mixture."""
-    mean = jnp.einsum("...k,...kd->...d", weights, locs)
-    dev = locs - mean[..., None, :]
-    within = jnp.einsum("...k,...kij->...ij", weights, covariances)
-    between = jnp.einsum("...k,...ki,...kj->...ij", weights, dev, dev)
-    return within + between
-
-
-@jax.jit
-def _component_log_prob(locs, covariances, x):
-    """``log N(x | locs_k, covariances_k)``; x ``(..., d)`` broadcasting vs batch."""
-    d = locs.shape[-1]
-    batch = locs.shape[:-2]
-    k = locs.shape[-2]
-    full = jnp.broadcast_shapes(x.shape[:-1], batch)
-    nb = len(batch)
-    sample_shape = full[: len(full) - nb]
-    param_batch = full[len(full) - nb :]
-    dtype = jnp.result_type(x.dtype, locs.dtype)
-    locs = jnp.broadcast_to(locs, param_batch + (k, d)).astype(dtype)
-    covs = jnp.broadcast_to(covariances, param_batch + (k, d, d)).astype(dtype)
-    # Move the sample dims last: (*sample, *param_batch, d) -> (*param_batch, d, S), so
-    # one triangular solve per component handles all samples.
-    xb = jnp.broadcast_to(x.astype(dtype), full + (d,)).reshape((-1,) + param_batch + (d,))
-    xb = jnp.moveaxis(xb, 0, -1)
-    diff = xb[..., None, :, :] - locs[..., :, :, None]  # (*param_batch, K, d, S)
-    chol = jnp.linalg.cholesky(covs)
-    z = jax.lax.linalg.triangular_solve(chol, diff, left_side=True, lower=True)
-    maha = jnp.sum(z * z, axis=-2)  # (*param_batch, K, S)
-    half_logdet = jnp.sum(jnp.log(jnp.diagonal(chol, axis1=-2, axis2=-1)), axis=-1)
-    logp = -0.5 * (d * _LOG_2PI + maha) - half_logdet[..., None]
-    logp = jnp.moveaxis(logp, -1, 0)  # (S, *param_batch, K)
-    return logp.reshape(sample_shape + param_batch + (k,))
-
-
-@jax.jit
-def _log_prob(weights, locs, covariances, x):
-    """Mixture log density: logsumexp over components of log w_k + log N_k."""
-    comp = _component_log_prob(locs, covariances, x)
-    return jax.nn.logsumexp(comp + jnp.log(weights).astype(comp.dtype), axis=-1)
-
-
-@partial(jax.jit, static_argnums=(4,))
-def _sample(weights, locs, covariances, key, n):
-    """``(n, *batch, d)`` ancestral samples: component index, then Gaussian draw."""
-    # A single normal draw (n, *batch, d + 1): the first coordinate picks the component
-    # by inverse-CDF on the cumulative weights, the rest are the Gaussian noise.
-    batch, d = weights.shape[:-1], locs.shape[-1]
-    k = weights.shape[-1]
-    shape = (n,) + batch + (d + 1,)
-    # drawn flat: compiles much faster on CPU than a multi-dimensional threefry draw
-    z = jax.random.normal(key, (math.prod(shape),), dtype=locs.dtype).reshape(shape)
-    u = jax.scipy.special.ndtr(z[..., 0])  # (n, *batch) uniform on (0, 1)
-    cdf = jnp.cumsum(weights, axis=-1)
-    cdf = cdf / cdf[..., -1:]
-    comp = jnp.sum(cdf[None] < u[..., None], axis=-1)
-    comp = jnp.minimum(comp, k - 1)
-    chol = jnp.linalg.cholesky(covariances)  # (*batch, K, d, d)
-    idx = comp[..., None, None]  # (n, *batch, 1, 1)
-    loc = jnp.take_along_axis(locs[None], idx, axis=-2)[..., 0, :]  # (n, *batch, d)
-    L = jnp.take_along_axis(chol[None], idx[..., None], axis=-3)[..., 0, :, :]
-    eps = z[..., 1:]
-    return loc + jnp.einsum("...ij,...j->...i", L, eps)
-
-
 def _names(variable_names: Sequence[str] | None) -> tuple[str, ...] | None:
     return None if variable_names is None else tuple(str(n) for n in variable_names)
 
@@ -557,97 +477,4 @@ def _broadcast_params(logits: jax.Array, locs: jax.Array, covs: jax.Array):
         jnp.broadcast_to(logits, batch + k),
         jnp.broadcast_to(locs, batch + k + (d,)),
         jnp.broadcast_to(covs, batch + k + (d, d)),
-    )
-
-
-def concatenate_components(
-    mixtures: Sequence[GaussianMixture], weights: Any = None
-) -> GaussianMixture:
-    """Merge ``S`` mixtures into one mixture over the union of their components.
-
-    The result is ``sum_s pi_s p_s(v)``: component ``k`` of mixture ``s`` gets
-    weight ``pi_s * w_{s,k}`` (log-weights shifted by ``log pi_s``; for the
-    default uniform ``pi_s = 1/S`` this is a shift of ``-log S``).
-
-    Args:
-      mixtures: ``S`` mixtures with identical ``batch_shape`` and ``d``;
-        component counts ``K_s`` may differ.
-      weights: optional ``(S,)`` or ``(*batch, S)`` mixing weights summing to
-        one; uniform if ``None``.
-
-    Returns:
-      A :class:`GaussianMixture` with ``sum_s K_s`` components (order: all of
-      mixture 0, then mixture 1, ...), and the ``variable_names`` of the first
-      mixture.
-    """
-    mixtures = list(mixtures)
-    if not mixtures:
-        raise ValueError("concatenate_components needs at least one mixture")
-    batch, d = mixtures[0].batch_shape, mixtures[0].num_vars
-    for m in mixtures[1:]:
-        if m.batch_shape != batch or m.num_vars != d:
-            raise ValueError(
-                "all mixtures must share batch_shape and d; got "
-                f"{[(mm.batch_shape, mm.num_vars) for mm in mixtures]}"
-            )
-    s = len(mixtures)
-    if weights is None:
-        pis = [1.0 / s] * s
-        w = jnp.concatenate([m.weights / s for m in mixtures], axis=-1)
-    else:
-        pis = jnp.asarray(weights)
-        if pis.shape[-1] != s:
-            raise ValueError(f"weights must have trailing size S={s}; got shape {pis.shape}")
-        w = jnp.concatenate([m.weights * pis[..., i, None] for i, m in enumerate(mixtures)], -1)
-    locs = jnp.concatenate([m.locs for m in mixtures], axis=-2)
-    covs = jnp.concatenate([m.covariances for m in mixtures], axis=-3)
-    w = jnp.broadcast_to(w, locs.shape[:-1])
-    return GaussianMixture(w, locs, covs, mixtures[0].variable_names)
-
-
-def collapse_batch_axis(
-    mixture: GaussianMixture, axis: int = 0, weights: Any = None
-) -> GaussianMixture:
-    """Turn one batch axis of a stacked mixture into extra mixture components.
-
-    E.g. ACTIVA inference (paper Sec. 6.4) decodes ``S`` latent samples into a
-    mixture with batch shape ``(S, *batch)`` and ``K`` components each; this
-    returns the uniform mixture of the ``S`` decoded mixtures: batch shape
-    ``batch`` and ``S * K`` components with log-weights shifted by ``-log S``.
-    Works under ``jit``.
-
-    Args:
-      mixture: a mixture whose ``batch_shape`` has the axis to collapse.
-      axis: which batch axis to collapse (negative values count from the last
-        batch axis).
-      weights: optional ``(S,)`` mixing weights summing to one; uniform if None.
-
-    Returns:
-      A :class:`GaussianMixture` with that batch axis removed and ``S * K``
-      components (ordered ``s``-major).
-    """
-    nb = len(mixture.batch_shape)
-    if nb == 0:
-        raise ValueError("collapse_batch_axis needs a batched mixture")
-    if not -nb <= axis < nb:
-        raise ValueError(f"axis {axis} out of range for batch_shape {mixture.batch_shape}")
-    axis = axis % nb
-    s = mixture.batch_shape[axis]
-    w = jnp.moveaxis(mixture.weights, axis, -2)  # (*rest, S, K)
-    m = jnp.moveaxis(mixture.locs, axis, -3)  # (*rest, S, K, d)
-    c = jnp.moveaxis(mixture.covariances, axis, -4)  # (*rest, S, K, d, d)
-    if weights is None:
-        w = w / s
-    else:
-        pis = jnp.asarray(weights)
-        if pis.shape != (s,):
-            raise ValueError(f"weights must have shape ({s},); got {pis.shape}")
-        w = w * pis[:, None]
-    rest = w.shape[:-2]
-    k, d = mixture.num_components, mixture.num_vars
-    return GaussianMixture(
-        w.reshape(rest + (s * k,)),
-        m.reshape(rest + (s * k, d)),
-        c.reshape(rest + (s * k, d, d)),
-        mixture.variable_names,
     )

@@ -94,11 +94,9 @@ def plot_ate_errors(report: dict, path) -> Path:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from activa_ppl.report import base_label
-
     datasets = report["datasets"]
     # one colour per method: "Linear Causal (O)" and "Linear Causal (PI)" are the same method
-    base = {row["label"]: base_label(row["label"]) for ds in datasets for row in ds["methods"]}
+    base = {row["label"]: row["method"] for ds in datasets for row in ds["methods"]}
     methods = list(dict.fromkeys(base.values()))
     colours = matplotlib.colormaps["tab10"]
     width = 0.8 / max(len(methods), 1)

@@ -39,20 +39,18 @@ import numpy as np
 import pandas as pd
 
 from activa_ppl.data import InterventionalDataset, load_dataset
-from activa_ppl.evaluation import (TRUE_GRAPH, Predictor, evaluate_tasks, predictor_from_spec,
-                                   summarize)
+from activa_ppl.evaluation import evaluate_tasks, summarize
+from activa_ppl.predictors import Predictor, predictor_from_spec
 
 __all__ = [
     "COLUMNS",
     "DatasetSpec",
-    "base_label",
     "dataset_label",
     "format_ate_table",
     "format_legend",
     "format_table",
     "format_table1",
     "machine_description",
-    "method_label",
     "parse_dataset_spec",
     "run_evaluation",
     "write_json",
@@ -82,24 +80,6 @@ def dataset_label(dataset: InterventionalDataset, fallback: str = "data") -> str
     if meta.get("generator") == "ambiguous":
         return "Ambiguous 2"
     return fallback
-
-
-def base_label(label: str) -> str:
-    """A method label without its privileged-information mark: "Linear Causal (O)" → "Linear Causal"."""
-    return re.sub(r" \((O|PI)\)$", "", label)
-
-
-def method_label(predictor: Predictor, dataset: InterventionalDataset) -> str:
-    """Table label with the paper's privileged-information mark.
-
-    A method that uses the true graph is marked "(O)" (asymptotic oracle) on linear-Gaussian data,
-    where it is correctly specified, and "(PI)" (privileged information) elsewhere.
-    """
-    if TRUE_GRAPH not in predictor.privileged:
-        return predictor.label
-    meta = dataset.metadata
-    oracle = meta.get("generator") == "linear" and meta.get("noise") == "gauss"
-    return f"{predictor.label} ({'O' if oracle else 'PI'})"
 
 
 @dataclass(frozen=True)
@@ -183,7 +163,7 @@ def format_legend(report: dict) -> str:
     seen: dict[str, list[str]] = {}
     for ds in report["datasets"]:
         for row in ds["methods"]:
-            seen.setdefault(base_label(row["label"]), row["privileged"])
+            seen.setdefault(row["method"], row["privileged"])
     parts = [f"{label} uses the {' and the '.join(p)}" if p else f"{label} uses only the "
              "observational data and the intervention index" for label, p in seen.items()]
     average = ("averaged per task, s.e. clustered by SCM" if report["average"] == "task"
@@ -212,7 +192,7 @@ def run_evaluation(datasets: list[DatasetSpec | str], methods: list[str], out_di
 
     Args:
         datasets: :class:`DatasetSpec` or ``"[LABEL=]PATH[@MODEL]"`` strings.
-        methods: method specs for :func:`activa_ppl.evaluation.predictor_from_spec`, e.g.
+        methods: method specs for :func:`activa_ppl.predictors.predictor_from_spec`, e.g.
             ``["activa:{model}", "gaussian-conditional", "linear-causal"]``; ``{model}`` is
             replaced by the dataset's ``MODEL``.
         out_dir: output folder (created).
@@ -252,7 +232,7 @@ def run_evaluation(datasets: list[DatasetSpec | str], methods: list[str], out_di
                                      "give it as PATH@MODEL")
                 method = method.replace("{model}", spec.model)
             predictor = predictor_from_spec(method, seed=seed)
-            name = method_label(predictor, dataset)
+            name = predictor.label_for(dataset)
             if name in predictors:
                 raise ValueError(f"two methods are labelled {name!r} on {label}")
             predictors[name], specs[name] = predictor, method
@@ -264,7 +244,7 @@ def run_evaluation(datasets: list[DatasetSpec | str], methods: list[str], out_di
             seconds = time.perf_counter() - t0
             entry["num_scms"] = int(records["scm"].nunique())
             entry["num_tasks"] = int(records[["scm", "query"]].drop_duplicates().shape[0])
-            entry["methods"].append({"spec": specs[name], "label": name,
+            entry["methods"].append({"spec": specs[name], "label": name, "method": predictor.label,
                                      "privileged": list(predictor.privileged),
                                      "seconds": round(seconds, 2),
                                      "results": summarize(records, average=average)[name]})

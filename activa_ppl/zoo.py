@@ -4,6 +4,9 @@ A zoo model is a folder in the :mod:`activa_ppl.fitted` layout plus a ``card.md`
 looked up, in order, in the folders of ``$ACTIVA_MODELS`` (``os.pathsep``-separated), in the
 package data (``activa_ppl/models``, present in an installed wheel) and in ``models/`` of a
 source checkout.
+
+:func:`resolve_model` is the one place that turns a "model folder or zoo name" argument (``activa
+predict --model``, ``activa evaluate --methods activa:MODEL``) into a model.
 """
 
 from __future__ import annotations
@@ -13,7 +16,7 @@ from pathlib import Path
 
 from activa_ppl.fitted import FittedActiva, load
 
-__all__ = ["available_models", "load_pretrained", "model_dirs"]
+__all__ = ["available_models", "load_pretrained", "model_dirs", "resolve_model"]
 
 
 def model_dirs() -> list[Path]:
@@ -45,3 +48,20 @@ def load_pretrained(name: str) -> FittedActiva:
         listed = ", ".join(sorted(models)) or "none are installed yet"
         raise ValueError(f"no pretrained model named {name!r}; available: {listed}")
     return load(models[name])
+
+
+def resolve_model(name_or_path: str | os.PathLike) -> FittedActiva:
+    """Load a model given as a folder path or a zoo name.
+
+    An existing path is loaded with :func:`activa_ppl.fitted.load` (a path takes precedence over
+    a zoo model of the same name); anything else is looked up with :func:`load_pretrained`.
+
+    Raises:
+        CheckpointError: ``name_or_path`` exists but is not a readable saved ACTIVA model (no
+            ``config.json``, another format, checksum mismatch, …; a ``ValueError``).
+        ValueError: not an existing path and no zoo model of that name; the message lists the
+            available ones.
+    """
+    if Path(name_or_path).exists():
+        return load(name_or_path)
+    return load_pretrained(str(name_or_path))

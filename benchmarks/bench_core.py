@@ -202,7 +202,7 @@ def _param_count(tree) -> int:
 def mace_param_count(preset: str, d: int) -> int:
     import jax
 
-    from activa_ppl.mace_tnp import MaceTnpConfig, init_params
+    from activa_ppl.baselines.mace_tnp import MaceTnpConfig, init_params
 
     cfg = MaceTnpConfig.preset(preset, d)
     return _param_count(jax.eval_shape(lambda k: init_params(cfg, k), jax.random.PRNGKey(0)))
@@ -402,7 +402,7 @@ def worker_mace(spec: dict) -> dict:
     import jax
     import jax.numpy as jnp
 
-    from activa_ppl import mace_tnp as mt
+    from activa_ppl.baselines import mace_tnp as mt
 
     preset, shape, quick = spec["preset"], spec["shape"], spec["quick"]
     n, d = SHAPES[shape]

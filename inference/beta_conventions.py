@@ -20,7 +20,8 @@ import dataclasses
 import numpy as np
 
 import activa_ppl as ap
-from activa_ppl.evaluation import evaluate, gaussian_conditional_predictor, linear_causal_predictor
+from activa_ppl.evaluation import evaluate
+from activa_ppl.predictors import gaussian_conditional_predictor, linear_causal_predictor
 
 PAPER = "LC 0.16/0.82 0.31/1.44 0.01/0.19 | GC 2.00/37.8 0.31/1.43 3.69/74.14"
 

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import activa_ppl as ap
-from activa_ppl.report import (base_label, format_ate_table, format_legend, format_table1,
+from activa_ppl.report import (format_ate_table, format_legend, format_table1,
                                run_evaluation, write_json)
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -171,7 +171,7 @@ def paper_comparison(report: dict, tolerance: float = 0.25) -> str:
              "|---|---|---|---|---|---|---|---|"]
     for ds in report["datasets"]:
         for row in ds["methods"]:
-            paper = PAPER.get((ds["label"], base_label(row["label"])), {})
+            paper = PAPER.get((ds["label"], row["method"]), {})
             for (marginal, metric), value in paper.items():
                 ours = row["results"].get(marginal, {}).get(metric)
                 if ours is None:
@@ -186,7 +186,7 @@ def paper_comparison(report: dict, tolerance: float = 0.25) -> str:
 
 def _mean(ds: dict, method: str, marginal: str, metric: str) -> float | None:
     for row in ds["methods"]:
-        if base_label(row["label"]) == method:
+        if row["method"] == method:
             cell = row["results"].get(marginal, {}).get(metric)
             return None if cell is None else cell["mean"]
     return None

@@ -1,5 +1,12 @@
 """Train the MACE-TNP joint extension (paper Appendix D) on a linear-SCM data set.
 
+The options are those of ``inference/train.py`` (defined once, in :mod:`activa_ppl.arguments`,
+with the same defaults) that MACE-TNP's trainer takes: the data set (``--data``, or a linear-SCM
+set simulated on the fly), ``--out``, ``--preset``, ``--steps`` (default 12000 here),
+``--batch-size``, ``--lr``, ``--eval-every``, ``--seed``, ``--workdir``, ``--no-resume`` and
+``--quiet`` (also spelled ``--no-progress``). ACTIVA's non-finite policy, ``--standardize``
+and the data-parallel and multi-host options do not apply.
+
 Examples::
 
     # Gauss 2 of the paper, small CPU preset, 12k steps of 32 tasks, resumable in the workdir
@@ -20,21 +27,31 @@ import argparse
 import json
 
 import activa_ppl as ap
-from activa_ppl.mace_tnp import FittedMaceTnp, MaceTnpConfig, train_mace_tnp
+from activa_ppl.arguments import (add_common_training_arguments, add_linear_data_arguments,
+                                  training_data_from_args)
+
+#: The default ``--steps`` of this script.
+DEFAULT_STEPS = 12000
 
 
-def train_and_save(args) -> FittedMaceTnp:
-    """Build the data set and the model from ``args``, train with :func:`train_mace_tnp`, save."""
-    if args.data:
-        data = ap.load_dataset(args.data)
-    else:
-        data = ap.simulate.linear_dataset(num_scms=args.num_scms, num_vars=args.num_vars,
-                                          noise=args.noise, num_samples=args.num_samples,
-                                          seed=args.data_seed)
-    config = MaceTnpConfig.preset(args.preset, num_vars=data.num_vars)
-    fitted = train_mace_tnp(config, data, num_steps=args.steps, seed=args.seed, batch_size=args.batch_size,
-                            learning_rate=args.lr, eval_every=args.eval_every, workdir=args.workdir,
-                            progress=not args.no_progress)
+def build_parser() -> argparse.ArgumentParser:
+    """The script's parser: the data options and the training options MACE-TNP's trainer takes."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    add_linear_data_arguments(parser)
+    add_common_training_arguments(parser, default_steps=DEFAULT_STEPS)
+    parser.add_argument("--no-progress", dest="quiet", action="store_true",
+                        help="the same as --quiet (default: off)")
+    return parser
+
+
+def train_and_save(args) -> ap.FittedMaceTnp:
+    """Build the data set and the model from ``args``, train with :func:`activa_ppl.train_mace_tnp`, save."""
+    data = training_data_from_args(args)
+    config = ap.MaceTnpConfig.preset(args.preset, num_vars=data.num_vars)
+    fitted = ap.train_mace_tnp(config, data, num_steps=args.steps, seed=args.seed,
+                               batch_size=args.batch_size, learning_rate=args.lr,
+                               eval_every=args.eval_every, workdir=args.workdir,
+                               resume=not args.no_resume, progress=not args.quiet)
     fitted.info["machine"] = ap.report.machine_description()  # for the model card
     fitted.save(args.out)
     print(json.dumps({k: fitted.info[k] for k in ("num_steps", "best_step", "best_valid_nll", "wall_time_s")}))
@@ -42,23 +59,7 @@ def train_and_save(args) -> FittedMaceTnp:
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data", help="dataset folder (otherwise simulate a linear set)")
-    parser.add_argument("--noise", choices=["gauss", "beta"], default="gauss")
-    parser.add_argument("--num-vars", type=int, default=2)
-    parser.add_argument("--num-scms", type=int, default=3000)
-    parser.add_argument("--num-samples", type=int, default=100)
-    parser.add_argument("--data-seed", type=int, default=0)
-    parser.add_argument("--preset", default="small", choices=["tiny", "small", "paper"])
-    parser.add_argument("--steps", type=int, default=12000)
-    parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--lr", type=float, default=5e-4)
-    parser.add_argument("--eval-every", type=int, default=500)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--workdir", default=None)
-    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
-    parser.add_argument("--out", required=True)
-    train_and_save(parser.parse_args(argv))
+    train_and_save(build_parser().parse_args(argv))
 
 
 if __name__ == "__main__":

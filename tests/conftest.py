@@ -103,3 +103,31 @@ def tiny_fitted(tiny_activa, tiny_params):
     import activa_ppl as ap
 
     return ap.FittedActiva(activa=tiny_activa, params=tiny_params, info={"note": "untrained"})
+
+
+class TraceCounter:
+    """Counts how often jax traces functions named ``fun_name`` (JAX's own monitoring events,
+    ``/jax/core/compile/jaxpr_trace_duration``), e.g. ``"run_chunk"`` for a training chunk of
+    :func:`activa_ppl.loop.chunk_function`. Use as a context manager; read ``.count``."""
+
+    EVENT = "/jax/core/compile/jaxpr_trace_duration"
+
+    def __init__(self, fun_name: str):
+        self.fun_name, self.count = fun_name, 0
+
+    def _listener(self, event, duration, **kwargs):
+        if event == self.EVENT and kwargs.get("fun_name") == self.fun_name:
+            self.count += 1
+
+    def __enter__(self):
+        jax.monitoring.register_event_duration_secs_listener(self._listener)
+        return self
+
+    def __exit__(self, *exc):
+        jax.monitoring.unregister_event_duration_listener(self._listener)
+
+
+@pytest.fixture
+def trace_counter():
+    """:class:`TraceCounter`, as a fixture (a factory: ``trace_counter("run_chunk")``)."""
+    return TraceCounter

@@ -106,3 +106,88 @@ def test_train_standardize_flag(trained, tmp_path):
                  "--steps", "4", "--eval-every", "2", "--standardize", "--quiet"]) == 0
     config = ap.load(tmp_path / "model").activa.config
     assert config.standardize and config.intervention_values == (5.0,)
+
+
+def _inference_train_parser():
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).parents[1] / "inference" / "train.py"
+    spec = importlib.util.spec_from_file_location("inference_train", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.build_parser()
+
+
+def _defaults(parser, required):
+    """``{dest: default}`` of every option of ``parser`` parsed with only ``required``."""
+    return vars(parser.parse_args(required))
+
+
+def test_train_options_are_shared_with_the_inference_script():
+    """`activa train` and inference/train.py: the same options with the same defaults, except the
+    script's on-the-fly simulation options, its optional --data and its larger --steps."""
+    cli = build_parser().parse_args(["train", "--data", "d", "--out", "m"])
+    cli = {k: v for k, v in vars(cli).items() if k not in ("command", "func")}
+    script = _defaults(_inference_train_parser(), ["--data", "d", "--out", "m"])
+    simulation = {"noise", "num_vars", "num_scms", "num_samples", "data_seed"}
+    assert set(script) - set(cli) == simulation and set(cli) <= set(script)
+    differ = {k for k in cli if cli[k] != script[k]}
+    assert differ == {"steps"} and (cli["steps"], script["steps"]) == (5000, 20000)
+    assert (cli["eval_every"], cli["on_nonfinite"], cli["max_retries"], cli["quiet"]) == (250, "stop", 3, False)
+
+
+def test_every_training_option_shows_its_default():
+    import argparse
+
+    from activa_ppl.arguments import add_linear_data_arguments, add_training_arguments
+
+    parser = argparse.ArgumentParser()
+    add_linear_data_arguments(parser)
+    add_training_arguments(parser)
+    for action in parser._actions:
+        if action.option_strings and action.dest != "help":
+            assert "default" in (action.help or "") or "required" in action.help, action.dest
+
+
+def test_mace_tnp_script_takes_the_shared_subset():
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).parents[1] / "inference" / "train_mace_tnp.py"
+    spec = importlib.util.spec_from_file_location("inference_train_mace_tnp", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    args = vars(module.build_parser().parse_args(["--out", "m"]))
+    script = _defaults(_inference_train_parser(), ["--out", "m"])
+    assert args["steps"] == 12000 and args["eval_every"] == 250 and args["data"] is None
+    assert all(args[k] == script[k] for k in args if k != "steps")
+    assert "standardize" not in args and "data_parallel" not in args
+    assert module.build_parser().parse_args(["--out", "m", "--no-progress"]).quiet
+
+
+def test_resolve_model_path_or_zoo_name(trained, tmp_path):
+    from activa_ppl.zoo import resolve_model
+
+    fitted = resolve_model(str(trained / "model"))
+    assert fitted.config == ap.load(trained / "model").config
+    assert resolve_model(trained / "model").config == fitted.config  # a Path works as well
+    zoo = ap.available_models()
+    if zoo:
+        name = sorted(zoo)[0]
+        assert resolve_model(name).config == ap.load_pretrained(name).config
+    with pytest.raises(ValueError, match="no pretrained model named 'no-such-model'"):
+        resolve_model("no-such-model")
+    (tmp_path / "not-a-model").mkdir()
+    with pytest.raises(ap.CheckpointError, match="no config.json"):
+        resolve_model(str(tmp_path / "not-a-model"))
+
+
+def test_read_csv_lives_in_csv_input(tmp_path):
+    from activa_ppl.csv_input import read_csv
+
+    (tmp_path / "obs.csv").write_text("a, b\n1,2\n3,4\n")
+    frame = read_csv(tmp_path / "obs.csv")
+    assert list(frame.columns) == ["a", "b"] and frame.to_numpy().tolist() == [[1, 2], [3, 4]]
+    with pytest.raises(ValueError, match="no such file"):
+        read_csv(tmp_path / "missing.csv")

@@ -6,7 +6,8 @@ import json
 import pytest
 
 import activa_ppl as ap
-from activa_ppl.evaluation import activa_predictor, evaluate, gaussian_conditional_predictor
+from activa_ppl.evaluation import evaluate
+from activa_ppl.predictors import activa_predictor, gaussian_conditional_predictor
 
 
 @pytest.fixture(scope="module")

@@ -7,11 +7,11 @@ import pandas as pd
 import pytest
 
 from activa_ppl.cli import main
-from activa_ppl.evaluation import (Predictor, evaluate, evaluate_tasks, gaussian_conditional_predictor,
-                                   linear_causal_predictor, predictor_from_spec, register_method,
-                                   summarize)
+from activa_ppl.evaluation import evaluate, evaluate_tasks, summarize
+from activa_ppl.predictors import (Predictor, gaussian_conditional_predictor, linear_causal_predictor,
+                                   predictor_from_spec, register_method)
 from activa_ppl.mixture import GaussianMixture
-from activa_ppl.report import (format_table1, method_label, parse_dataset_spec, run_evaluation)
+from activa_ppl.report import format_table1, parse_dataset_spec, run_evaluation
 from activa_ppl.simulate import linear_dataset
 
 
@@ -93,9 +93,9 @@ def test_method_specs():
 def test_privileged_marks(gauss2):
     beta = linear_dataset(num_scms=5, num_vars=2, noise="beta", seed=0)
     lc, gc = linear_causal_predictor(), gaussian_conditional_predictor()
-    assert method_label(lc, gauss2) == "Linear Causal (O)"
-    assert method_label(lc, beta) == "Linear Causal (PI)"
-    assert method_label(gc, beta) == "Gaussian Cond."
+    assert lc.label_for(gauss2) == "Linear Causal (O)"
+    assert lc.label_for(beta) == "Linear Causal (PI)"
+    assert gc.label_for(beta) == "Gaussian Cond."
 
 
 def test_dataset_spec_parsing():

@@ -448,7 +448,7 @@ def _assert_previous_model_intact(path: Path, fitted):
 
 def test_failed_params_write_keeps_previous_model(tiny_fitted, tmp_path, monkeypatch):
     path = tiny_fitted.save(tmp_path / "model")
-    import activa_ppl.fitted as fitted_module
+    import activa_ppl.model_io as fitted_module
 
     def half_written(target, arrays, meta=None):
         Path(target).write_bytes(b"PK\x03\x04 half a file")
@@ -475,7 +475,7 @@ def test_failed_config_write_keeps_previous_model(tiny_fitted, tmp_path):
 def test_failed_commit_keeps_previous_model(tiny_fitted, tmp_path, monkeypatch):
     """A failure while replacing config.json (the commit point) leaves the old model whole."""
     path = tiny_fitted.save(tmp_path / "model")
-    import activa_ppl.fitted as fitted_module
+    import activa_ppl.model_io as fitted_module
 
     def failing_commit(target, write):
         raise OSError("rename failed (simulated)")

@@ -19,9 +19,13 @@ import numpy as np
 import pytest
 
 import activa_ppl as ap
-from activa_ppl import mace_tnp as mt
+from activa_ppl import loop
+from activa_ppl.baselines import mace_tnp as mt
 from activa_ppl.checkpoint import CheckpointError
-from activa_ppl.evaluation import INTERVENTION_VALUE, evaluate
+from activa_ppl.evaluation import evaluate
+from activa_ppl.baselines.mace_tnp.objective import STD_FLOOR
+from activa_ppl.baselines.mace_tnp.training import _schedule
+from activa_ppl.predictors import INTERVENTION_VALUE, mace_tnp_predictor
 from activa_ppl.metrics import MARGINAL_SET_NAMES
 from activa_ppl.mixture import GaussianMixture
 
@@ -53,7 +57,7 @@ def batch(rng):
 
 def _normalized_cov(mix, obs):
     """Covariances divided by std_i std_j of the observational data: the normalised-unit Σ."""
-    std = np.maximum(np.asarray(obs).std(axis=-2), mt.STD_FLOOR)  # (T, d)
+    std = np.maximum(np.asarray(obs).std(axis=-2), STD_FLOOR)  # (T, d)
     return np.asarray(mix.covariances) / (std[:, None, :, None] * std[:, None, None, :])
 
 
@@ -240,7 +244,7 @@ def test_train_config_rejects_invalid_fields(fields, match):
 
 def test_optimizer_schedule_warms_up_and_decays():
     cfg = mt.MaceTnpTrainConfig(num_steps=100, warmup_fraction=0.1, learning_rate=1e-3)
-    sched = mt._schedule(cfg)
+    sched = _schedule(cfg)
     assert float(sched(0)) == 0.0
     np.testing.assert_allclose(float(sched(10)), 1e-3, rtol=1e-6)
     assert float(sched(55)) < 1e-3 and float(sched(100)) == pytest.approx(0.0, abs=1e-9)
@@ -292,7 +296,7 @@ def gauss2():
 def test_predictor_uses_intervention_values_and_pads(gauss2):
     cfg = mt.MaceTnpConfig.preset("tiny", num_vars=2)
     fitted2 = mt.FittedMaceTnp(cfg, mt.init_params(cfg, jax.random.PRNGKey(1)))
-    pred = mt.mace_tnp_predictor(fitted2, batch_size=16)
+    pred = mace_tnp_predictor(fitted2, batch_size=16)
     assert pred.label == "MACE-TNP" and pred.sets == MARGINAL_SET_NAMES
     assert pred.privileged == (INTERVENTION_VALUE,)
     tasks = gauss2.tasks("test")
@@ -330,7 +334,7 @@ def test_training_lowers_validation_nll(trained, gauss2):
     final = float(mt.validation_nll(cfg, fitted2.params, *arrays))
     # measured: about 54 at initialisation, about 3.3 after 240 tiny steps
     assert final < min(initial - 10.0, 5.0), (initial, final)
-    records = [json.loads(line) for line in (workdir / mt.METRICS_NAME).read_text().splitlines()]
+    records = [json.loads(line) for line in (workdir / loop.METRICS_NAME).read_text().splitlines()]
     assert [r["step"] for r in records] == [80, 160, 240]
     assert fitted2.info["best_valid_nll"] == min(r["valid_nll"] for r in records)
     assert fitted2.info["best_step"] == records[int(np.argmin([r["valid_nll"] for r in records]))]["step"]
@@ -339,7 +343,7 @@ def test_training_lowers_validation_nll(trained, gauss2):
 
 def test_interrupted_run_resumes_bit_identically(trained, gauss2, tmp_path, monkeypatch):
     cfg, fitted2, _ = trained
-    real_save = mt.save_arrays
+    real_save = loop.save_arrays
 
     def save_then_stop(path, arrays, meta=None):
         digest = real_save(path, arrays, meta)
@@ -347,10 +351,10 @@ def test_interrupted_run_resumes_bit_identically(trained, gauss2, tmp_path, monk
             raise KeyboardInterrupt  # a kill right after the step-160 checkpoint
         return digest
 
-    monkeypatch.setattr(mt, "save_arrays", save_then_stop)
+    monkeypatch.setattr(loop, "save_arrays", save_then_stop)
     with pytest.raises(KeyboardInterrupt):
         mt.train_mace_tnp(cfg, gauss2, config=TRAIN, workdir=tmp_path, progress=False)
-    monkeypatch.setattr(mt, "save_arrays", real_save)
+    monkeypatch.setattr(loop, "save_arrays", real_save)
     resumed = mt.train_mace_tnp(cfg, gauss2, config=TRAIN, workdir=tmp_path, progress=False)
     assert resumed.info["num_steps"] == 240
     for x, y in zip(jax.tree_util.tree_leaves(resumed.params), jax.tree_util.tree_leaves(fitted2.params)):

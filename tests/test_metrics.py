@@ -152,7 +152,7 @@ def test_evaluate_prediction_true_distribution():
 
 def test_vectorized_metrics_match_the_per_task_ones():
     """evaluate_predictions (all tasks, masks) == evaluate_prediction (one task, index sets)."""
-    from activa_ppl.evaluation import linear_causal_predictor
+    from activa_ppl.predictors import linear_causal_predictor
     from activa_ppl.metrics import evaluate_predictions
     from activa_ppl.simulate import linear_dataset
 

@@ -7,7 +7,7 @@ import pytest
 from scipy import stats
 from scipy.special import logsumexp
 
-from activa_ppl.mixture import GaussianMixture, collapse_batch_axis, concatenate_components
+from activa_ppl.mixture import GaussianMixture, mixture_log_prob
 
 
 def random_params(rng, batch, k, d):
@@ -179,33 +179,19 @@ def test_from_logits_and_scale_tril():
         GaussianMixture.from_logits(logits, locs)
 
 
-def test_concatenate_and_collapse():
-    rng = np.random.default_rng(5)
-    mixes = [GaussianMixture(*map(jnp.asarray, random_params(rng, (2,), k, 3))) for k in (2, 3)]
-    x = rng.normal(size=(4, 2, 3)).astype(np.float32)
-    cat = concatenate_components(mixes)
-    assert cat.num_components == 5 and cat.batch_shape == (2,)
-    ref = np.logaddexp(mixes[0].log_prob(x), mixes[1].log_prob(x)) - np.log(2)
-    np.testing.assert_allclose(cat.log_prob(x), ref, rtol=1e-5, atol=1e-6)
-    cat_w = concatenate_components(mixes, weights=np.array([0.25, 0.75]))
-    ref_w = np.logaddexp(
-        np.log(0.25) + mixes[0].log_prob(x), np.log(0.75) + mixes[1].log_prob(x)
-    )
-    np.testing.assert_allclose(cat_w.log_prob(x), ref_w, rtol=1e-5, atol=1e-6)
-    np.testing.assert_allclose(cat_w.weights.sum(-1), 1.0, rtol=1e-6)
+def test_one_log_density_matches_numpyro():
+    """mixture_log_prob (from Cholesky factors) is what GaussianMixture.log_prob computes and
+    agrees with NumPyro's MixtureSameFamily of MultivariateNormals."""
+    import numpyro.distributions as dist
 
-    # S stacked decoded mixtures (S=4, batch 2, K=2) -> uniform mixture with S*K components
-    stacked = GaussianMixture(*map(jnp.asarray, random_params(rng, (4, 2), 2, 3)))
-    col = collapse_batch_axis(stacked, axis=0)
-    assert col.batch_shape == (2,) and col.num_components == 8
-    ref = logsumexp(np.stack([stacked[s].log_prob(x) for s in range(4)]), axis=0) - np.log(4)
-    np.testing.assert_allclose(col.log_prob(x), ref, rtol=1e-5, atol=1e-6)
-    expected = np.log(stacked.weights[0, 0] / 4)
-    np.testing.assert_allclose(col.log_weights[0, :2], expected, rtol=1e-5)
-    col_jit = jax.jit(collapse_batch_axis)(stacked)
-    np.testing.assert_allclose(col_jit.locs, col.locs)
-    with pytest.raises(ValueError):
-        concatenate_components([mixes[0], mixes[0][0]])
+    rng = np.random.default_rng(5)
+    w, locs, covs = map(jnp.asarray, random_params(rng, (2,), 3, 3))
+    x = jnp.asarray(rng.normal(size=(4, 2, 3)), jnp.float32)
+    ours = mixture_log_prob(jnp.log(w), locs, jnp.linalg.cholesky(covs), x)
+    np.testing.assert_allclose(ours, GaussianMixture(w, locs, covs).log_prob(x), rtol=1e-6, atol=1e-6)
+    ref = dist.MixtureSameFamily(dist.Categorical(probs=w),
+                                 dist.MultivariateNormal(locs, covariance_matrix=covs)).log_prob(x)
+    np.testing.assert_allclose(ours, ref, rtol=1e-5, atol=1e-5)
 
 
 def test_to_numpyro_log_prob():

@@ -56,10 +56,11 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 import activa_ppl as ap
-from activa_ppl import training
+from activa_ppl import loop, training
 from activa_ppl.checkpoint import CheckpointError, atomic_write_bytes, load_arrays, save_arrays
-from activa_ppl.cli import main, read_csv
+from activa_ppl.cli import main
 from activa_ppl.config import TrainConfig
+from activa_ppl.csv_input import read_csv
 from activa_ppl.data import InterventionalDataset, load_dataset
 from activa_ppl.training import CHECKPOINT_NAME, METRICS_NAME, TrainingDiverged
 from activa_ppl.validation import MAX_ABS_VALUE
@@ -405,7 +406,7 @@ def _csv_property(model, csv_file):
                     np.testing.assert_allclose(frame.to_numpy(), values, rtol=1e-6)
         # 2. The whole command: exit 0 with finite samples, or exit 2 with one error line.
         stderr = io.StringIO()
-        with mock.patch("activa_ppl.cli._resolve_model", return_value=model.value), \
+        with mock.patch("activa_ppl.zoo.resolve_model", return_value=model.value), \
                 contextlib.redirect_stderr(stderr), contextlib.redirect_stdout(io.StringIO()):
             code = main(["predict", "--model", "tiny", "--data", str(path), "--target", names[0],
                          "--num-samples", "8", "--out", str(out)])
@@ -1031,7 +1032,7 @@ def test_nonfinite_chunk_rolls_back_and_stops(tiny_activa, small_data, tmp_path,
 def test_retry_halves_learning_rate_and_resumes_bit_identically(tiny_activa, small_data, tmp_path, monkeypatch,
                                                                  caplog):
     runs = _install_fake_chunks(monkeypatch, lambda step, lr: "loss" if step == 2 and lr == LR else None)
-    with caplog.at_level(logging.WARNING, logger="activa_ppl.training"):
+    with caplog.at_level(logging.WARNING, logger="activa_ppl.loop"):
         full = ap.train(tiny_activa, small_data, config=FAKE_CONFIG, workdir=tmp_path / "full", progress=False,
                         on_nonfinite="retry")
     assert runs == [(0, LR), (2, LR), (2, LR / 2), (4, LR / 2)]
@@ -1060,7 +1061,7 @@ def test_retry_halves_learning_rate_and_resumes_bit_identically(tiny_activa, sma
 
 def test_retry_gives_up_after_max_retries(tiny_activa, small_data, tmp_path, monkeypatch, caplog):
     runs = _install_fake_chunks(monkeypatch, lambda step, lr: "params" if step >= 2 else None)
-    with caplog.at_level(logging.WARNING, logger="activa_ppl.training"), pytest.raises(TrainingDiverged) as info:
+    with caplog.at_level(logging.WARNING, logger="activa_ppl.loop"), pytest.raises(TrainingDiverged) as info:
         ap.train(tiny_activa, small_data, config=FAKE_CONFIG, workdir=tmp_path, progress=False,
                  on_nonfinite="retry", max_retries=2)
     assert runs == [(0, LR), (2, LR), (2, LR / 2), (2, LR / 4)]
@@ -1137,7 +1138,7 @@ def test_interrupted_checkpoint_write_keeps_the_previous_one(tiny_activa, small_
     """A crash while the step-4 checkpoint is written leaves the step-2 one, whole; resuming
     from it ends where an uninterrupted run ends."""
     _install_fake_chunks(monkeypatch)
-    real_save = training.save_arrays
+    real_save = loop.save_arrays
 
     def crash_during_write(path, arrays, meta=None):
         if meta["step"] == 4:
@@ -1147,12 +1148,12 @@ def test_interrupted_checkpoint_write_keeps_the_previous_one(tiny_activa, small_
             atomic_write_bytes(path, half)
         return real_save(path, arrays, meta)
 
-    monkeypatch.setattr(training, "save_arrays", crash_during_write)
+    monkeypatch.setattr(loop, "save_arrays", crash_during_write)
     with pytest.raises(OSError, match="No space left"):
         ap.train(tiny_activa, small_data, config=FAKE_CONFIG, workdir=tmp_path / "a", progress=False)
     assert _checkpoint_is_finite(tmp_path / "a" / CHECKPOINT_NAME)["step"] == 2
     assert sorted(p.name for p in (tmp_path / "a").iterdir()) == [CHECKPOINT_NAME, METRICS_NAME]
-    monkeypatch.setattr(training, "save_arrays", real_save)
+    monkeypatch.setattr(loop, "save_arrays", real_save)
     resumed = ap.train(tiny_activa, small_data, config=FAKE_CONFIG, workdir=tmp_path / "a", progress=False)
     straight = ap.train(tiny_activa, small_data, config=FAKE_CONFIG, workdir=tmp_path / "b", progress=False)
     assert _same_params(resumed.params, straight.params)

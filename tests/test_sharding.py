@@ -35,6 +35,10 @@ os.environ["XLA_FLAGS"] = os.environ.get("XLA_FLAGS", "") + " --xla_force_host_p
 import jax
 import numpy as np
 import activa_ppl as ap
+traces = []
+jax.monitoring.register_event_duration_secs_listener(
+    lambda event, duration, **kw: traces.append(1) if event == "/jax/core/compile/jaxpr_trace_duration"
+    and kw.get("fun_name") == "run_chunk" else None)
 from activa_ppl import training
 from activa_ppl.config import TrainConfig
 
@@ -83,13 +87,13 @@ for dp in (False, True):
         leaf = jax.tree_util.tree_leaves(new.optim_state)[-1]
         out["state_devices"] = len(leaf.sharding.device_set)
         out["state_replicated"] = bool(leaf.sharding.is_fully_replicated)
-        out["batch_constraints"] = [l.strip() for l in chunks.run.lower(1, state, *arrays).as_text().splitlines()
+        out["batch_constraints"] = [l.strip() for l in chunks.compiled.lower(state, training.replicate(np.int32(1), chunks.mesh), chunks.batch_key, *arrays).as_text().splitlines()
                                     if "sharding_constraint" in l]
 try:
     training.svi_chunks(activa, TrainConfig(batch_size=6, data_parallel=True), 100)
 except ValueError as e:
     out["indivisible"] = str(e)
-out["traces"] = training._CHUNK_TRACES[0]
+out["traces"] = len(traces)
 json.dump(out, open(os.path.join(sys.argv[1], "out.json"), "w"))
 """
 

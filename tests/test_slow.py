@@ -3,7 +3,8 @@
 import pytest
 
 import activa_ppl as ap
-from activa_ppl.evaluation import activa_predictor, evaluate, gaussian_conditional_predictor
+from activa_ppl.evaluation import evaluate
+from activa_ppl.predictors import activa_predictor, gaussian_conditional_predictor
 
 pytestmark = pytest.mark.slow
 

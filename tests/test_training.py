@@ -40,10 +40,10 @@ CHILD_SCRIPT = """
 import os, sys, time
 os.environ["JAX_PLATFORMS"] = "cpu"
 import activa_ppl as ap
-import activa_ppl.training as training
+import activa_ppl.loop as loop
 from activa_ppl.config import TrainConfig
 
-real_save = training.save_arrays
+real_save = loop.save_arrays
 
 def save_then_stall(path, arrays, meta=None):
     digest = real_save(path, arrays, meta)
@@ -53,7 +53,7 @@ def save_then_stall(path, arrays, meta=None):
         os._exit(3)
     return digest
 
-training.save_arrays = save_then_stall
+loop.save_arrays = save_then_stall
 data = ap.simulate.linear_dataset(**{data_kw!r})
 config = TrainConfig(**{config!r})
 ap.train(ap.Activa(ap.ActivaConfig.preset("tiny")), data, config=config, workdir=sys.argv[1],

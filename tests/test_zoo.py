@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 import activa_ppl as ap
-from activa_ppl.mace_tnp import load_mace_tnp
+from activa_ppl.baselines.mace_tnp import load_mace_tnp
 
 ROOT = Path(__file__).resolve().parents[1]
 ZOO = sorted(p.parent.name for p in (ROOT / "models").glob("*/config.json"))

@@ -41,7 +41,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 import activa_ppl as ap  # noqa: E402
-from activa_ppl.evaluation import gaussian_conditional_predictor, linear_causal_predictor  # noqa: E402
+from activa_ppl.predictors import gaussian_conditional_predictor, linear_causal_predictor  # noqa: E402
 from activa_ppl.metrics import energy_distance  # noqa: E402
 from activa_ppl.simulate.ambiguous import (ambiguous_dataset, cause_mode_weight,  # noqa: E402
                                            equivalence_class_target)
@@ -81,7 +81,7 @@ print(f"{len(np.unique(tasks.scm))} test SCMs, {len(tasks.scm)} queries")
 # %%
 t0 = time.perf_counter()
 predictions = {
-    "ACTIVA": ap.evaluation.activa_predictor(fitted, seed=0)(tasks, data),
+    "ACTIVA": ap.predictors.activa_predictor(fitted, seed=0)(tasks, data),
     "Gaussian Cond.": gaussian_conditional_predictor()(tasks, data),
     "Linear Causal (graph)": linear_causal_predictor()(tasks, data),
 }

@@ -31,7 +31,7 @@ import numpy as np  # noqa: E402
 
 import activa_ppl as ap  # noqa: E402
 from activa_ppl.arviz_io import held_out_elpd, to_inference_data  # noqa: E402
-from activa_ppl.evaluation import gaussian_conditional_predictor  # noqa: E402
+from activa_ppl.predictors import gaussian_conditional_predictor  # noqa: E402
 
 SMALL = os.environ.get("ACTIVA_TUTORIAL_SCALE", "full") == "small"
 OUT = Path(os.environ.get("ACTIVA_TUTORIAL_OUT", Path(__file__).resolve().parent / "ppc_arviz"))

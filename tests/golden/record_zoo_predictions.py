@@ -38,7 +38,7 @@ def inputs(seed: int, num_vars: int, positive: bool):
 
 def predictions(root: Path = ROOT) -> dict[str, np.ndarray]:
     import activa_ppl as ap
-    from activa_ppl.mace_tnp import load_mace_tnp
+    from activa_ppl.baselines.mace_tnp import load_mace_tnp
 
     out: dict[str, np.ndarray] = {}
     for i, config in enumerate(sorted((root / "models").glob("*/config.json"))):

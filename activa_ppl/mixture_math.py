@@ -1,0 +1,126 @@
+"""Pure array functions of Gaussian mixtures, beneath :class:`~activa_ppl.mixture.GaussianMixture`:
+the library's one mixture log density (:func:`mixture_log_prob`, from Cholesky factors),
+ancestral sampling (:func:`sample_arrays`) and the law-of-total-covariance moments.
+
+Array layout as in :mod:`activa_ppl.mixture`: ``weights (*batch, K)``, ``locs (*batch, K, d)``,
+``covariances`` or ``scale_tril (*batch, K, d, d)``. All functions are jittable.
+"""
+
+from __future__ import annotations
+
+import math
+
+import jax
+import jax.numpy as jnp
+
+__all__ = ["component_log_prob_tril", "mixture_log_prob", "sample_arrays"]
+
+_LOG_2PI = math.log(2.0 * math.pi)
+
+
+def _value_stats(weights, locs, covariances):
+    """[finite(weights), finite(locs), finite(covariances), min weight, max |sum w - 1|]."""
+    dtype = jnp.float32 if weights.dtype != jnp.float64 else jnp.float64
+    return jnp.stack(
+        [
+            jnp.all(jnp.isfinite(weights)).astype(dtype),
+            jnp.all(jnp.isfinite(locs)).astype(dtype),
+            jnp.all(jnp.isfinite(covariances)).astype(dtype),
+            jnp.min(weights).astype(dtype),
+            jnp.max(jnp.abs(jnp.sum(weights, axis=-1) - 1.0)).astype(dtype),
+        ]
+    )
+
+
+@jax.jit
+def _total_covariance(weights, locs, covariances):
+    """``(*batch, d, d)`` law-of-total-covariance of a mixture."""
+    mean = jnp.einsum("...k,...kd->...d", weights, locs)
+    dev = locs - mean[..., None, :]
+    within = jnp.einsum("...k,...kij->...ij", weights, covariances)
+    between = jnp.einsum("...k,...ki,...kj->...ij", weights, dev, dev)
+    return within + between
+
+
+def component_log_prob_tril(locs, scale_tril, x):
+    """``log N(x | locs_k, L_k L_kᵀ)`` per component, from Cholesky factors.
+
+    ``locs (*batch, K, d)``, ``scale_tril (*batch, K, d, d)`` (lower triangular, positive
+    diagonal), ``x (..., d)`` whose leading dimensions broadcast against ``batch`` (extra
+    leading dimensions are sample dimensions) → ``(*broadcast(x.shape[:-1], batch), K)``.
+    Pure and jittable.
+    """
+    d = locs.shape[-1]
+    batch = locs.shape[:-2]
+    k = locs.shape[-2]
+    full = jnp.broadcast_shapes(x.shape[:-1], batch)
+    nb = len(batch)
+    sample_shape = full[: len(full) - nb]
+    param_batch = full[len(full) - nb :]
+    dtype = jnp.result_type(x.dtype, locs.dtype)
+    locs = jnp.broadcast_to(locs, param_batch + (k, d)).astype(dtype)
+    chol = jnp.broadcast_to(scale_tril, param_batch + (k, d, d)).astype(dtype)
+    # Move the sample dims last: (*sample, *param_batch, d) -> (*param_batch, d, S), so
+    # one triangular solve per component handles all samples.
+    xb = jnp.broadcast_to(x.astype(dtype), full + (d,)).reshape((-1,) + param_batch + (d,))
+    xb = jnp.moveaxis(xb, 0, -1)
+    diff = xb[..., None, :, :] - locs[..., :, :, None]  # (*param_batch, K, d, S)
+    z = jax.lax.linalg.triangular_solve(chol, diff, left_side=True, lower=True)
+    maha = jnp.sum(z * z, axis=-2)  # (*param_batch, K, S)
+    half_logdet = jnp.sum(jnp.log(jnp.diagonal(chol, axis1=-2, axis2=-1)), axis=-1)
+    logp = -0.5 * (d * _LOG_2PI + maha) - half_logdet[..., None]
+    logp = jnp.moveaxis(logp, -1, 0)  # (S, *param_batch, K)
+    return logp.reshape(sample_shape + param_batch + (k,))
+
+
+def mixture_log_prob(log_weights, locs, scale_tril, x):
+    """The library's one Gaussian-mixture log density, ``log Σ_k w_k N(x | μ_k, L_k L_kᵀ)``.
+
+    ``log_weights (*batch, K)``, ``locs (*batch, K, d)``, ``scale_tril (*batch, K, d, d)``,
+    ``x (..., d)`` broadcasting against ``batch`` → ``(*broadcast(x.shape[:-1], batch))``.
+    Used by :meth:`GaussianMixture.log_prob`, the metrics, ACTIVA's validation NLL and
+    MACE-TNP's objective. Pure and jittable.
+    """
+    comp = component_log_prob_tril(locs, scale_tril, x)
+    return jax.nn.logsumexp(comp + log_weights.astype(comp.dtype), axis=-1)
+
+
+@jax.jit
+def _component_log_prob(locs, covariances, x):
+    """``log N(x | locs_k, covariances_k)``; x ``(..., d)`` broadcasting vs batch."""
+    return component_log_prob_tril(locs, jnp.linalg.cholesky(covariances), x)
+
+
+@jax.jit
+def _log_prob(weights, locs, covariances, x):
+    """Mixture log density from weights and covariances (:func:`mixture_log_prob`)."""
+    return mixture_log_prob(jnp.log(weights), locs, jnp.linalg.cholesky(covariances), x)
+
+
+def sample_arrays(weights, locs, covariances, key, n: int):
+    """``(n, *batch, d)`` ancestral samples of a mixture: component index, then Gaussian draw.
+
+    ``weights (*batch, K)``, ``locs (*batch, K, d)``, ``covariances (*batch, K, d, d)``; what
+    :meth:`GaussianMixture.sample` draws with the same key. Pure and jittable (``n`` static).
+    """
+    # A single normal draw (n, *batch, d + 1): the first coordinate picks the component
+    # by inverse-CDF on the cumulative weights, the rest are the Gaussian noise.
+    batch, d = weights.shape[:-1], locs.shape[-1]
+    k = weights.shape[-1]
+    shape = (n,) + batch + (d + 1,)
+    # drawn flat: compiles much faster on CPU than a multi-dimensional threefry draw
+    z = jax.random.normal(key, (math.prod(shape),), dtype=locs.dtype).reshape(shape)
+    u = jax.scipy.special.ndtr(z[..., 0])  # (n, *batch) uniform on (0, 1)
+    cdf = jnp.cumsum(weights, axis=-1)
+    cdf = cdf / cdf[..., -1:]
+    comp = jnp.sum(cdf[None] < u[..., None], axis=-1)
+    comp = jnp.minimum(comp, k - 1)
+    chol = jnp.linalg.cholesky(covariances)  # (*batch, K, d, d)
+    idx = comp[..., None, None]  # (n, *batch, 1, 1)
+    loc = jnp.take_along_axis(locs[None], idx, axis=-2)[..., 0, :]  # (n, *batch, d)
+    L = jnp.take_along_axis(chol[None], idx[..., None], axis=-3)[..., 0, :, :]
+    eps = z[..., 1:]
+    return loc + jnp.einsum("...ij,...j->...i", L, eps)
+
+
+_sample = jax.jit(sample_arrays, static_argnums=(4,))
