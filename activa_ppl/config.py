@@ -29,6 +29,12 @@ def check_finite_number(config, name: str) -> float:
     return float(value)
 
 
+#: The values of ``TrainConfig.lr_schedule``.
+LR_SCHEDULES = ("constant", "warmup_cosine")
+#: The values of ``ActivaConfig.covariance_head``.
+COVARIANCE_HEADS = ("lowrank", "cholesky")
+
+
 class ConfigBase:
     """What every frozen configuration dataclass of the library shares: named presets and a
     JSON round trip (:meth:`to_dict` / :meth:`from_dict`, unknown keys refused)."""
@@ -87,6 +93,18 @@ class ActivaConfig(ConfigBase):
             indices; required with ``standardize`` (e.g. ``(5.0,)`` for the paper's linear
             sets, ``(0.0,)`` for SERGIO knockouts).
         std_floor: with ``standardize``, the smallest standard deviation used (data units).
+        decoder_context: condition the decoder on the observational context as well,
+            p_γ(V | z, D_obs, do): a dense projection of the prior's input embedding h′ (one
+            vector per variable) is added to the decoder's input tokens, so z only has to carry
+            what the data leave ambiguous. Not in the paper (Eq. 4 decodes from z alone);
+            ``False`` keeps Eq. 4 exactly. See the "Concepts" page for why and the measured
+            effect (docs/ablations.md).
+        covariance_head: ``"lowrank"`` (the paper's Σ = u uᵀ / r + εI) or ``"cholesky"``
+            (Σ = L Lᵀ + εI with L lower triangular: a softplus diagonal floored at
+            ``cholesky_floor`` and strictly-lower entries from pairwise products of the
+            variable tokens; every component's covariance is then bounded away from singular).
+        cholesky_floor: with ``covariance_head="cholesky"``, the smallest diagonal entry of L
+            (the networks' units: z-scores under ``standardize``).
     """
 
     embed_dim: int = 64
@@ -108,6 +126,9 @@ class ActivaConfig(ConfigBase):
     standardize: bool = False
     intervention_values: tuple[float, ...] | None = None
     std_floor: float = 1e-2
+    decoder_context: bool = False
+    covariance_head: str = "lowrank"
+    cholesky_floor: float = 0.05
 
     def __post_init__(self):
         if self.intervention_values is not None:  # JSON gives a list; keep the config hashable
@@ -115,8 +136,12 @@ class ActivaConfig(ConfigBase):
             if not all(math.isfinite(v) for v in values):
                 raise ValueError(f"ActivaConfig.intervention_values must be finite, got {values!r}")
             object.__setattr__(self, "intervention_values", values)
-        if not isinstance(self.standardize, bool):
-            raise ValueError(f"ActivaConfig.standardize must be a bool, got {self.standardize!r}")
+        for name in ("standardize", "decoder_context"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"ActivaConfig.{name} must be a bool, got {getattr(self, name)!r}")
+        if self.covariance_head not in COVARIANCE_HEADS:
+            raise ValueError(f"ActivaConfig.covariance_head must be one of {COVARIANCE_HEADS}, "
+                             f"got {self.covariance_head!r}")
         check_positive_ints(self, (
             "embed_dim", "hidden_dim", "num_heads", "num_encoder_blocks", "num_decoder_blocks",
             "prior_components", "decoder_components", "covariance_rank", "num_interventions",
@@ -130,7 +155,8 @@ class ActivaConfig(ConfigBase):
             raise ValueError(
                 "ActivaConfig(standardize=True) needs intervention_values, one value per intervention "
                 f"index ({self.num_interventions}), got {self.intervention_values!r}")
-        for name in ("prior_variance", "posterior_variance", "covariance_eps", "beta", "std_floor"):
+        for name in ("prior_variance", "posterior_variance", "covariance_eps", "beta", "std_floor",
+                     "cholesky_floor"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, float)) \
                     or not math.isfinite(value) or value <= 0:
@@ -177,6 +203,19 @@ class TrainConfig(ConfigBase):
             optimizer state replicated; ``batch_size`` must be divisible by the device count.
             The losses agree with single-device training to float tolerance, not bitwise
             (another reduction order). See the "Scaling" page of the documentation.
+        lr_schedule: ``"constant"`` (the paper's Adam at ``learning_rate``) or
+            ``"warmup_cosine"`` (linear warm-up from 0 over ``warmup_steps``, then cosine decay
+            to 0 at ``decay_steps``).
+        warmup_steps: with ``"warmup_cosine"``, the warm-up length.
+        decay_steps: with ``"warmup_cosine"``, where the cosine reaches 0 (``None``:
+            ``num_steps``; a resumed run may then not change ``num_steps``).
+        samples_per_task: train each step on a random subset of this many observational and
+            this many interventional samples of every task (``None``: all of them). Cheaper
+            steps and an augmentation; the networks take any number of samples. Validation
+            and prediction always use all samples.
+        time_budget_s: stop after the first chunk at which the run's training wall time
+            (summed over resumes) reaches this many seconds, even before ``num_steps``
+            (``None``: no budget). Runs with a budget are not reproducible step for step.
     """
 
     num_steps: int = 2000
@@ -187,10 +226,25 @@ class TrainConfig(ConfigBase):
     num_validation_tasks: int = 256
     seed: int = 0
     data_parallel: bool = False
+    lr_schedule: str = "constant"
+    warmup_steps: int = 0
+    decay_steps: int | None = None
+    samples_per_task: int | None = None
+    time_budget_s: float | None = None
 
     def __post_init__(self):
         if not isinstance(self.data_parallel, bool):
             raise ValueError(f"TrainConfig.data_parallel must be a bool, got {self.data_parallel!r}")
+        if self.lr_schedule not in LR_SCHEDULES:
+            raise ValueError(f"TrainConfig.lr_schedule must be one of {LR_SCHEDULES}, got {self.lr_schedule!r}")
+        if isinstance(self.warmup_steps, bool) or not isinstance(self.warmup_steps, int) or self.warmup_steps < 0:
+            raise ValueError(f"TrainConfig.warmup_steps must be a non-negative integer, got {self.warmup_steps!r}")
+        optional = [n for n in ("decay_steps", "samples_per_task") if getattr(self, n) is not None]
+        check_positive_ints(self, optional)
+        if self.samples_per_task is not None and self.samples_per_task < 2:
+            raise ValueError(f"TrainConfig.samples_per_task must be at least 2, got {self.samples_per_task!r}")
+        if self.time_budget_s is not None and not check_finite_number(self, "time_budget_s") > 0:
+            raise ValueError(f"TrainConfig.time_budget_s must be positive, got {self.time_budget_s!r}")
         check_positive_ints(self, ("num_steps", "batch_size", "eval_every", "num_validation_tasks"))
         if not self.learning_rate > 0:
             raise ValueError(f"TrainConfig.learning_rate must be positive, got {self.learning_rate!r}")

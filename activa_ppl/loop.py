@@ -237,8 +237,8 @@ def _chunk_fault(losses: np.ndarray, state, step: int) -> str | None:
 def run(chunks: Chunks, state, *, num_steps: int, eval_every: int, workdir: str | Path | None,
         resume: bool, meta: dict, compatible: Callable[[dict], bool], finish: Callable,
         restore: Callable = lambda state: state, progress: bool = True, desc: str = "training",
-        on_nonfinite: str = "stop", max_retries: int = 3, writer: bool = True,
-        name: str = "training") -> LoopResult:
+        on_nonfinite: str = "stop", max_retries: int = 3, time_budget_s: float | None = None,
+        writer: bool = True, name: str = "training") -> LoopResult:
     """Train from ``state`` to ``num_steps`` steps in chunks of ``eval_every``.
 
     Args:
@@ -255,6 +255,8 @@ def run(chunks: Chunks, state, *, num_steps: int, eval_every: int, workdir: str 
         restore: applied to a state read from a checkpoint (e.g. replicate it over a mesh).
         progress: show a progress bar (labelled ``desc``).
         on_nonfinite, max_retries: the non-finite policy (module docstring).
+        time_budget_s: stop after the first chunk at which the training wall time (summed over
+            resumes) reaches this many seconds (``None``: run to ``num_steps``).
         writer: whether this process writes files (with several processes only process 0 does).
         name: the model's name in log messages.
 
@@ -354,6 +356,8 @@ def run(chunks: Chunks, state, *, num_steps: int, eval_every: int, workdir: str 
             bar.update(length)
             first = next(iter(chunks.train_metrics(losses).values()))
             bar.set_postfix(loss=f"{first:.3f}", valid_nll=f"{nll:.3f}")
+            if time_budget_s is not None and result.elapsed_s >= time_budget_s:
+                break
     finally:
         bar.close()
     result.elapsed_s = elapsed_before + time.perf_counter() - start

@@ -170,7 +170,8 @@ class Activa:
             h_obs = flax_module("obs_embedding", self.modules["obs_embedding"], obs, rep)(obs, rep)
             prior_logits, prior_locs = flax_module("prior", self.modules["prior"], h_obs)(h_obs)
             z = numpyro.sample("z", prior_distribution(prior_logits, prior_locs, cfg.prior_variance))
-            logits, locs, covariances = flax_module("decoder", self.modules["decoder"], z)(z)
+            context = (h_obs,) if cfg.decoder_context else ()
+            logits, locs, covariances = flax_module("decoder", self.modules["decoder"], z, *context)(z, *context)
             locs, covariances = _data_units(locs, covariances, stats)
             # The N interventional samples are i.i.d. given z: batch (B, 1) → (B, N), event (d,),
             # then the sample axis is folded into the event, so the site's batch is the task plate.
@@ -237,7 +238,8 @@ class Activa:
         h = jnp.zeros((1, num_vars, cfg.embed_dim))
         inputs = {
             "obs_embedding": (obs, rep), "int_embedding": (obs, rep), "prior": (h,),
-            "decoder": (jnp.zeros((1, num_vars)),), "posterior": (h, h),
+            "decoder": (jnp.zeros((1, num_vars)),) + ((h,) if cfg.decoder_context else ()),
+            "posterior": (h, h),
         }
         keys = jax.random.split(key, len(MODULES))
         return {f"{name}$params": self.modules[name].init(k, *inputs[name])["params"]
@@ -282,7 +284,8 @@ def predictive_arrays(activa: Activa, params, key, observational, targets, inter
     h_obs = activa.apply(params, "obs_embedding", *args)  # (Q, d, e)
     prior_logits, prior_locs = activa.apply(params, "prior", h_obs)  # (Q, C), (Q, C, d)
     z = prior_distribution(prior_logits, prior_locs, cfg.prior_variance).sample(key, (num_latents,))
-    logits, locs, covariances = activa.apply(params, "decoder", z)  # (S, Q, B, ...)
+    context = (h_obs,) if cfg.decoder_context else ()  # (Q, d, e) broadcasts over the S draws
+    logits, locs, covariances = activa.apply(params, "decoder", z, *context)  # (S, Q, B, ...)
     locs, covariances = _data_units(locs, covariances, stats)  # stats (Q, d) broadcast over S
     log_weights = jax.nn.log_softmax(logits, axis=-1) - math.log(num_latents)  # (S, Q, B)
     num_q, d = z.shape[1], z.shape[2]

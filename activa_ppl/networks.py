@@ -11,6 +11,7 @@ Shapes use ``...`` for any leading batch dimensions (tasks, latent draws).
 from __future__ import annotations
 
 import flax.linen as nn
+import jax
 import jax.numpy as jnp
 
 from activa_ppl.config import ActivaConfig
@@ -147,29 +148,61 @@ class Decoder(nn.Module):
 
     Args (call):
         z: ``(..., d)`` latent point.
+        context: ``(..., d, e)`` the observational embedding h′, required with
+            ``config.decoder_context`` (then projected and added to the input tokens; it
+            broadcasts against extra leading latent-draw axes of ``z``), ignored otherwise.
 
     Returns:
-        ``(logits (..., B), locs (..., B, d), covariances (..., B, d, d))`` with
-        Σ = u uᵀ / r + εI computed from a row-wise linear factor ``u: (..., B, d, r)`` (the
-        1/r keeps the initial scale independent of the rank r), and the weights from a sum
-        over variables followed by a linear layer.
+        ``(logits (..., B), locs (..., B, d), covariances (..., B, d, d))``. With the
+        ``"lowrank"`` head Σ = u uᵀ / r + εI from a row-wise linear factor ``u: (..., B, d, r)``
+        (the 1/r keeps the initial scale independent of the rank r); with ``"cholesky"``
+        Σ = L Lᵀ + εI (:func:`_cholesky_covariances`). The weights come from a sum over
+        variables followed by a linear layer.
     """
 
     config: ActivaConfig
 
     @nn.compact
-    def __call__(self, z):
+    def __call__(self, z, context=None):
         cfg = self.config
         num_b, rank = cfg.decoder_components, cfg.covariance_rank
         h = nn.Dense(cfg.embed_dim)(z[..., None])  # (..., d, e)
+        if cfg.decoder_context:
+            if context is None:
+                raise ValueError("ActivaConfig(decoder_context=True): the decoder needs the context h'")
+            h = h + nn.Dense(cfg.embed_dim, name="context")(context)
         for _ in range(cfg.num_decoder_blocks):
             h = AttentionBlock(cfg.num_heads, cfg.hidden_dim)(h)
         h = nn.LayerNorm()(h)  # h_dec: (..., d, e)
         locs = jnp.swapaxes(nn.Dense(num_b, name="means")(h), -1, -2)  # (..., B, d)
-        u = nn.Dense(num_b * rank, name="factor")(h)  # (..., d, B * r)
-        u = u.reshape(*u.shape[:-1], num_b, rank)  # (..., d, B, r)
-        u = jnp.moveaxis(u, -2, -3)  # (..., B, d, r)
-        eye = jnp.eye(z.shape[-1], dtype=u.dtype)
-        covariances = u @ jnp.swapaxes(u, -1, -2) / rank + cfg.covariance_eps * eye  # (..., B, d, d)
+        eye = jnp.eye(z.shape[-1], dtype=h.dtype)
+        if cfg.covariance_head == "cholesky":
+            covariances = _cholesky_covariances(cfg, h) + cfg.covariance_eps * eye
+        else:
+            u = _per_component(nn.Dense(num_b * rank, name="factor")(h), num_b)  # (..., B, d, r)
+            covariances = u @ jnp.swapaxes(u, -1, -2) / rank + cfg.covariance_eps * eye  # (..., B, d, d)
         logits = nn.Dense(num_b, name="weights")(h.sum(axis=-2))  # (..., B)
         return logits, locs, covariances
+
+
+def _per_component(x, num_b: int):
+    """``(..., d, B * r) -> (..., B, d, r)``."""
+    x = x.reshape(*x.shape[:-1], num_b, x.shape[-1] // num_b)  # (..., d, B, r)
+    return jnp.moveaxis(x, -2, -3)
+
+
+def _cholesky_covariances(cfg: ActivaConfig, h):
+    """Σ = L Lᵀ per component from the decoder tokens ``h (..., d, e)``: ``(..., B, d, d)``.
+
+    ``L`` is lower triangular with diagonal ``softplus(a_i) + cholesky_floor`` (a linear map of
+    token i) and strictly-lower entries ``L_ij = p_i · q_j / r`` (pairwise products of two linear
+    maps of the tokens), so the head stays equivariant in the variable order.
+    """
+    num_b, rank = cfg.decoder_components, cfg.covariance_rank
+    p = _per_component(nn.Dense(num_b * rank, name="factor")(h), num_b)  # (..., B, d, r)
+    q = _per_component(nn.Dense(num_b * rank, name="factor_q")(h), num_b)
+    a = jnp.swapaxes(nn.Dense(num_b, name="diagonal")(h), -1, -2)  # (..., B, d)
+    d = h.shape[-2]
+    lower = jnp.tril(p @ jnp.swapaxes(q, -1, -2) / rank, k=-1)
+    tril = lower + (jax.nn.softplus(a) + cfg.cholesky_floor)[..., None] * jnp.eye(d, dtype=h.dtype)
+    return tril @ jnp.swapaxes(tril, -1, -2)

@@ -65,17 +65,39 @@ from activa_ppl.loop import TrainingDiverged
 from activa_ppl.mixture import mixture_log_prob
 from activa_ppl.model import Activa, predictive_arrays
 
-__all__ = ["train", "make_optimizer", "svi_chunks", "SVIChunks", "task_arrays", "validation_nll",
+__all__ = ["train", "make_optimizer", "learning_rate_schedule", "svi_chunks", "SVIChunks", "task_arrays", "validation_nll",
            "TrainingDiverged", "data_mesh", "replicate"]
 
 CHECKPOINT_NAME = loop.CHECKPOINT_NAME
 METRICS_NAME = loop.METRICS_NAME
 
 
+def learning_rate_schedule(config: TrainConfig):
+    """The learning rate of ``config``: a float (``"constant"``) or an optax schedule of the step."""
+    if config.lr_schedule == "constant":
+        return config.learning_rate
+    decay = config.decay_steps or config.num_steps
+    return optax.warmup_cosine_decay_schedule(
+        init_value=0.0 if config.warmup_steps else config.learning_rate, peak_value=config.learning_rate,
+        warmup_steps=config.warmup_steps, decay_steps=max(decay, config.warmup_steps + 1), end_value=0.0)
+
+
 def make_optimizer(config: TrainConfig):
-    """Adam with optional global-norm gradient clipping, wrapped for NumPyro's SVI."""
+    """Adam (at :func:`learning_rate_schedule`) with optional global-norm gradient clipping,
+    wrapped for NumPyro's SVI."""
     parts = [] if config.clip_norm is None else [optax.clip_by_global_norm(config.clip_norm)]
-    return numpyro.optim.optax_to_numpyro(optax.chain(*parts, optax.adam(config.learning_rate)))
+    return numpyro.optim.optax_to_numpyro(optax.chain(*parts, optax.adam(learning_rate_schedule(config))))
+
+
+#: The fields of :class:`TrainConfig` that shape the compiled chunk (besides the shapes).
+_STATIC_FIELDS = ("learning_rate", "clip_norm", "lr_schedule", "warmup_steps", "decay_steps",
+                  "samples_per_task", "eval_every")
+
+
+def _static_key(config: TrainConfig) -> tuple:
+    """What the compiled chunk depends on in ``config`` (the cosine's span included)."""
+    decay = config.decay_steps or (config.num_steps if config.lr_schedule != "constant" else None)
+    return tuple(getattr(config, f) for f in _STATIC_FIELDS) + (decay,)
 
 
 @partial(jax.jit, static_argnums=(0, 6))
@@ -128,27 +150,39 @@ def replicate(tree, mesh: Mesh | None):
     return jax.tree_util.tree_map(one, tree)
 
 
-def _minibatch(key, arrays, num_tasks: int, batch_size: int):
-    """``batch_size`` tasks drawn without replacement with ``key``."""
+def _minibatch(key, arrays, num_tasks: int, batch_size: int, samples_per_task: int | None = None):
+    """``batch_size`` tasks drawn without replacement with ``key``; with ``samples_per_task``,
+    also a random subset of that many observational and interventional samples (the same sample
+    indices for every task of the batch; the samples of a task are exchangeable)."""
     idx = jax.random.choice(key, num_tasks, (batch_size,), replace=False)
-    return tuple(a[idx] for a in arrays)
+    obs, targets, index, inter = (a[idx] for a in arrays)
+
+    def subset(a, i):  # (B, N, d) -> (B, samples_per_task, d)
+        n = a.shape[1]
+        if samples_per_task is None or samples_per_task >= n:
+            return a
+        keep = jax.random.choice(jax.random.fold_in(key, i), n, (samples_per_task,), replace=False)
+        return a[:, keep]
+
+    return subset(obs, 1), targets, index, subset(inter, 2)
 
 
 @functools.lru_cache(maxsize=8)
-def _chunk_function(activa: Activa, optimizer_key: tuple, num_tasks: int, batch_size: int,
+def _chunk_function(activa: Activa, static_key: tuple, num_tasks: int, batch_size: int,
                     max_length: int, mesh: Mesh | None):
     """``(svi, run)`` for one static configuration, cached.
 
     ``run(state, length, batch_key, *arrays) -> (state, losses (max_length,))`` is the jitted
     :func:`activa_ppl.loop.chunk_function` over ``svi.update``; only ``losses[:length]`` are
-    meaningful. ``optimizer_key = (learning_rate, clip_norm)``.
+    meaningful. ``static_key`` is :func:`_static_key` of the training configuration.
     """
-    learning_rate, clip_norm = optimizer_key
-    svi = activa.svi(make_optimizer(TrainConfig(learning_rate=learning_rate, clip_norm=clip_norm)))
+    fields = dict(zip(_STATIC_FIELDS, static_key))
+    optimizer_config = TrainConfig(**{**fields, "decay_steps": static_key[-1]})
+    svi = activa.svi(make_optimizer(optimizer_config))
     batch_sharding = None if mesh is None else NamedSharding(mesh, PartitionSpec(DATA_AXIS))
 
     def minibatch(key, arrays):
-        batch = _minibatch(key, arrays, num_tasks, batch_size)
+        batch = _minibatch(key, arrays, num_tasks, batch_size, fields["samples_per_task"])
         if batch_sharding is not None:  # batch axis over the devices; the state stays replicated
             batch = tuple(jax.lax.with_sharding_constraint(a, batch_sharding) for a in batch)
         return batch
@@ -213,13 +247,14 @@ def svi_chunks(activa: Activa, config: TrainConfig, num_tasks: int) -> SVIChunks
                 f"data-parallel training shards each minibatch over {mesh.size} devices: the batch "
                 f"size ({batch_size}{' = the number of training tasks' if batch_size < config.batch_size else ''}) "
                 f"must be divisible by {mesh.size}")
-    svi, compiled = _chunk_function(activa, (config.learning_rate, config.clip_norm), num_tasks,
-                                    batch_size, config.eval_every, mesh)
+    svi, compiled = _chunk_function(activa, _static_key(config), num_tasks, batch_size,
+                                    config.eval_every, mesh)
     init_key, valid_key, batch_key = jax.random.split(jax.random.PRNGKey(config.seed), 3)
     batch_key = replicate(batch_key, mesh)
 
     def init(*arrays):
-        batch = _minibatch(jax.random.fold_in(batch_key, 0), arrays, num_tasks, batch_size)
+        batch = _minibatch(jax.random.fold_in(batch_key, 0), arrays, num_tasks, batch_size,
+                           config.samples_per_task)
         return replicate(svi.init(init_key, *batch, total_tasks=num_tasks), mesh)
 
     def run(length, state, *arrays):
@@ -271,7 +306,8 @@ class _ActivaChunks:
         return {"train_loss_per_sample": float(losses.mean()) / (num_tasks * num_int)}
 
     def learning_rate(self, step):
-        return self.config.learning_rate * self.lr_scale
+        rate = learning_rate_schedule(self.config)
+        return float(rate(step) if callable(rate) else rate) * self.lr_scale
 
     def rescaled(self, scale):
         """The same run at ``scale`` × the learning rate. Adam's state does not depend on the rate,
@@ -287,7 +323,9 @@ def _same_run(meta: dict, model_config: dict, config: TrainConfig) -> bool:
     """Whether a checkpoint's ``meta`` comes from this model and run. ``num_steps`` may grow;
     ``data_parallel`` only changes where the steps run; fields missing from older checkpoints
     take their defaults."""
-    free = ("num_steps", "data_parallel")
+    free = ("num_steps", "data_parallel", "time_budget_s")
+    if config.lr_schedule != "constant" and config.decay_steps is None:
+        free = ("data_parallel", "time_budget_s")  # the cosine spans num_steps
     ours = {k: v for k, v in config.to_dict().items() if k not in free}
     saved = {k: v for k, v in {**TrainConfig().to_dict(), **meta.get("train_config", {})}.items()
              if k not in free}
@@ -345,6 +383,6 @@ def train(activa: Activa, data: InterventionalDataset, num_steps: int | None = N
                       workdir=workdir, resume=resume, meta=meta, finish=finish,
                       compatible=lambda saved: _same_run(saved, meta["model_config"], config),
                       restore=lambda s: replicate(s, chunks.mesh), progress=progress, desc="ACTIVA SVI",
-                      on_nonfinite=on_nonfinite, max_retries=max_retries,
+                      on_nonfinite=on_nonfinite, max_retries=max_retries, time_budget_s=config.time_budget_s,
                       writer=jax.process_index() == 0, name="ACTIVA training")
     return finish(result.best_params, result)
