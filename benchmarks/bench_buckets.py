@@ -14,14 +14,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
-import subprocess
 import sys
 import time
 
+from bench_lib.machine import machine_info, print_result, run_worker, write_json  # same folder: run as a script
+
 SIZES = (37, 45, 52, 60, 70, 80, 90, 100, 110, 120)  # a user's datasets, N rows each
-TAG = "@@bench_buckets "
 
 
 def worker(spec: dict) -> dict:
@@ -64,25 +63,18 @@ def worker(spec: dict) -> dict:
 
 
 def run(spec: dict) -> dict:
-    proc = subprocess.run([sys.executable, os.path.abspath(__file__), "--worker", json.dumps(spec)],
-                          stdout=subprocess.PIPE, text=True)
-    for line in proc.stdout.splitlines():
-        if line.startswith(TAG):
-            return json.loads(line[len(TAG):])
-    raise RuntimeError(f"worker {spec} failed (exit {proc.returncode})")
+    """One setting in a fresh process (its own compile cache)."""
+    return run_worker(__file__, ["--worker", json.dumps(spec)], label=f"{spec['model']} bucket={spec['bucket']}")
 
 
 def main(argv=None) -> int:
     if argv is None and len(sys.argv) > 2 and sys.argv[1] == "--worker":
-        print(TAG + json.dumps(worker(json.loads(sys.argv[2]))), flush=True)
+        print_result(worker(json.loads(sys.argv[2])))
         return 0
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--calls", type=int, default=20, help="timed calls per N for the per-call cost")
     p.add_argument("--json", default=None)
     args = p.parse_args(argv)
-    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-    from bench_core import machine_info
-
     info = machine_info()
     rows = []
     for model, steady in (("gauss2", (100,)), ("paper-d8", (80, 100))):
@@ -98,9 +90,7 @@ def main(argv=None) -> int:
         steady = ", ".join(f"N={n}: {ms:.2f}" for n, ms in r["steady_ms"].items())
         print(f"{r['model']:9s} {str(r['bucket']):7s} {len(r['compiled_sizes']):8d} "
               f"{r['first_total_s']:13.1f}  {steady}")
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump({"machine": info, "rows": rows}, f, indent=2)
+    write_json(args.json, {"machine": info, "rows": rows})
     return 0
 
 

@@ -36,7 +36,7 @@ import tempfile
 import time
 
 import numpy as np
-from bench_core import machine_info  # same folder: run as python benchmarks/bench_sergio.py
+from bench_lib.machine import machine_info, write_json  # same folder: run as python benchmarks/bench_sergio.py
 
 DEFAULT_REFERENCE_PYTHON = "/work/avici-venv/bin/python"
 
@@ -151,9 +151,7 @@ def main(argv=None) -> int:
               f"{args.num_cells} cells): ours {ours['networks_per_s']:.1f} sims/s "
               f"({args.networks} networks in {ours['warm_s']:.2f} s; first run incl. compile "
               f"{ours['cold_s']:.2f} s){ref_text}", flush=True)
-    if args.json:
-        with open(args.json, "w") as handle:
-            json.dump({"machine": info, "results": rows}, handle, indent=2)
+    write_json(args.json, {"machine": info, "results": rows})
     return 0
 
 

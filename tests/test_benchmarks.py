@@ -1,5 +1,6 @@
-"""Smoke test of benchmarks/bench_core.py: ``--quick`` runs end to end (workers in subprocesses,
-MACE-TNP and DoWhy included) and prints and writes every section of the report."""
+"""Smoke tests of the benchmark scripts: ``bench_core.py --quick`` runs end to end (workers in
+subprocesses, MACE-TNP and DoWhy included) and prints and writes every section of the report;
+the other scripts (sharing ``benchmarks/bench_lib``) start and parse their arguments."""
 
 import json
 import subprocess
@@ -8,12 +9,20 @@ from pathlib import Path
 
 import pytest
 
-SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_core.py"
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+SCRIPT = BENCHMARKS / "bench_core.py"
 
-pytest.importorskip("dowhy")
+
+@pytest.mark.parametrize("script", ["bench_core.py", "bench_buckets.py", "bench_sergio.py"])
+def test_bench_script_help(script):
+    proc = subprocess.run([sys.executable, str(BENCHMARKS / script), "--help"],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.startswith("usage:") and "--json" in proc.stdout
 
 
 def test_bench_core_quick(tmp_path):
+    pytest.importorskip("dowhy")
     out = tmp_path / "bench.json"
     proc = subprocess.run([sys.executable, str(SCRIPT), "--quick", "--json", str(out)],
                           capture_output=True, text=True, timeout=300)
@@ -35,6 +44,8 @@ def test_bench_core_quick(tmp_path):
     activa, mace = cell["activa"], cell["mace"]
     assert activa["preset"] == "tiny" and activa["shape"] == "gauss2"
     assert activa["train"]["tasks_per_s"] > 0 and activa["train"]["gflop_per_step"] > 0
+    # FLOPs from XLA's cost analysis of the compiled chunk of each model's training loop
+    assert activa["train"]["flops_source"] == mace["train"]["flops_source"] == "compiled chunk"
     assert 0 < cell["train_peak_fraction"] < 2  # a fraction of a peak measured in the same run
     assert activa["train"]["peak_rss_mb"] > 0
     assert activa["predict"]["latency_ms_median"] > 0 and activa["predict_batch"]["queries_per_s"] > 0
