@@ -453,7 +453,6 @@ class GaussianMixture:
         )
 
 
-@jax.jit
 def _names(variable_names: Sequence[str] | None) -> tuple[str, ...] | None:
     return None if variable_names is None else tuple(str(n) for n in variable_names)
 

@@ -18,6 +18,7 @@ __all__ = ["component_log_prob_tril", "mixture_log_prob", "sample_arrays"]
 _LOG_2PI = math.log(2.0 * math.pi)
 
 
+@jax.jit
 def _value_stats(weights, locs, covariances):
     """[finite(weights), finite(locs), finite(covariances), min weight, max |sum w - 1|]."""
     dtype = jnp.float32 if weights.dtype != jnp.float64 else jnp.float64

@@ -1,6 +1,6 @@
 """Table 1, Figure 3 and Figure 4 of the paper for any set of predictors and datasets.
 
-:func:`run_evaluation` is what ``activa evaluate`` and ``inference/evaluate.py`` run: for each
+:func:`run_evaluation` is what ``activa evaluate`` runs: for each
 dataset it evaluates every method on the test split (:mod:`activa_ppl.evaluation`), draws a
 Figure 3-style sample plot, and finally writes
 

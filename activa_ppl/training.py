@@ -60,6 +60,7 @@ from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec
 from activa_ppl import loop
 from activa_ppl.config import TrainConfig
 from activa_ppl.data import InterventionalDataset
+from activa_ppl.distributed import is_main_process
 from activa_ppl.fitted import FittedActiva
 from activa_ppl.loop import TrainingDiverged
 from activa_ppl.mixture import mixture_log_prob
@@ -384,5 +385,5 @@ def train(activa: Activa, data: InterventionalDataset, num_steps: int | None = N
                       compatible=lambda saved: _same_run(saved, meta["model_config"], config),
                       restore=lambda s: replicate(s, chunks.mesh), progress=progress, desc="ACTIVA SVI",
                       on_nonfinite=on_nonfinite, max_retries=max_retries, time_budget_s=config.time_budget_s,
-                      writer=jax.process_index() == 0, name="ACTIVA training")
+                      writer=is_main_process(), name="ACTIVA training")
     return finish(result.best_params, result)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import numpy as np
 
 from activa_ppl.data import InterventionalDataset, library_version
+from activa_ppl.simulate.splits import split_codes
 
 __all__ = ["ACYCLICITY_RULE", "linear_dataset", "make_acyclic", "sample_er_dags"]
 
@@ -226,12 +227,7 @@ def linear_dataset(
         extras["noise_std"] = np.sqrt(beta_a * beta_b / (total**2 * (total + 1.0)))
         extras["beta_a"], extras["beta_b"] = beta_a, beta_b
 
-    num_train = int(round(fractions[0] * num_scms))
-    num_valid = min(int(round(fractions[1] * num_scms)), num_scms - num_train)
-    split = np.full(num_scms, 2, dtype=np.int8)
-    order = rng.permutation(num_scms)
-    split[order[:num_train]] = 0
-    split[order[num_train:num_train + num_valid]] = 1
+    split = split_codes(num_scms, fractions, rng)
 
     # Total effects: observational (S, d, d); for query i, W with column i zeroed: (S, d, d, d).
     effects_obs = _total_effects(weights)

@@ -54,6 +54,7 @@ import numpy as np
 from jax.extend.random import threefry_2x32
 
 from activa_ppl.data import InterventionalDataset, library_version
+from activa_ppl.simulate.splits import split_codes
 from activa_ppl.simulate.graphs import (
     RegulatoryNetwork,
     erdos_renyi_dag,
@@ -780,17 +781,6 @@ def sample_graphs(num_networks: int, num_genes: int, rng: np.random.Generator, g
 
 
 # ----------------------------------------------------------------------------- datasets
-def _split_codes(num_networks: int, fractions: tuple[float, float, float], rng: np.random.Generator) -> np.ndarray:
-    """(S,) int8 split codes: round(f_train S) train, round(f_valid S) valid, rest test (seeded permutation)."""
-    num_train = int(round(fractions[0] * num_networks))
-    num_valid = min(int(round(fractions[1] * num_networks)), num_networks - num_train)
-    split = np.full(num_networks, 2, dtype=np.int8)
-    order = rng.permutation(num_networks)
-    split[order[:num_train]] = 0
-    split[order[num_train:num_train + num_valid]] = 1
-    return split
-
-
 def sergio_dataset(
     num_networks: int = 1000,
     preset: str | SergioConfig = "in_distribution",
@@ -867,7 +857,7 @@ def sergio_dataset(
     adjacency, graph_source, source_genes, sources = sample_graphs(
         num_networks, d, rng, graph, edges_per_var=edges_per_var,
         scale_free_power=scale_free_power, topk=topk)
-    split = _split_codes(num_networks, tuple(fractions), rng)
+    split = split_codes(num_networks, tuple(fractions), rng)
     params = sample_params(rng, adjacency, config)
 
     # Simulate networks grouped by longest path (= the passes they need), in fixed-size blocks

@@ -82,6 +82,8 @@ class MaceTnpTrainConfig(ConfigBase):
         eval_every: steps per compiled chunk; validation NLL and a checkpoint follow each chunk.
         num_validation_tasks: validation tasks used for the NLL (a fixed, seeded subset).
         seed: the root PRNG seed of the run.
+        time_budget_s: stop after the first chunk at which the training wall time reaches this
+            many seconds (``None``: run all ``num_steps``); the schedule still spans ``num_steps``.
     """
 
     num_steps: int = 2000
@@ -94,6 +96,7 @@ class MaceTnpTrainConfig(ConfigBase):
     eval_every: int = 100
     num_validation_tasks: int = 256
     seed: int = 0
+    time_budget_s: float | None = None
 
     def __post_init__(self):
         owner = "MaceTnpTrainConfig"
@@ -108,5 +111,7 @@ class MaceTnpTrainConfig(ConfigBase):
             raise ValueError(f"{owner}.weight_decay must be non-negative, got {self.weight_decay!r}")
         if not 0 <= check_finite_number(self, "warmup_fraction") < 1:
             raise ValueError(f"{owner}.warmup_fraction must lie in [0, 1), got {self.warmup_fraction!r}")
+        if self.time_budget_s is not None and not check_finite_number(self, "time_budget_s") > 0:
+            raise ValueError(f"{owner}.time_budget_s must be positive, got {self.time_budget_s!r}")
         if not 0 <= check_finite_number(self, "final_lr_fraction") <= 1:
             raise ValueError(f"{owner}.final_lr_fraction must lie in [0, 1], got {self.final_lr_fraction!r}")

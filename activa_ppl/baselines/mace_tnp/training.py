@@ -127,6 +127,14 @@ def _task_arrays(tasks: TaskArrays, dataset: InterventionalDataset):
             jnp.asarray(dataset.intervention_values[tasks.scm, tasks.query], jnp.float32))
 
 
+def _same_run(saved: dict, meta: dict) -> bool:
+    """Same format, model and training configuration (only the time budget may change)."""
+    def run(m: dict) -> dict:
+        return {k: v for k, v in m.get("train_config", {}).items() if k != "time_budget_s"}
+
+    return all(saved.get(k) == meta[k] for k in ("format", "model_config")) and run(saved) == run(meta)
+
+
 def train_mace_tnp(model_or_config: MaceTnpConfig | MaceTnp, data: InterventionalDataset,
                    num_steps: int | None = None, seed: int | None = None, *,
                    config: MaceTnpTrainConfig | None = None, workdir: str | Path | None = None,
@@ -175,8 +183,7 @@ def train_mace_tnp(model_or_config: MaceTnpConfig | MaceTnp, data: Interventiona
 
     result = loop.run(chunks, init_state(model_config, config, obs.shape[1]), num_steps=config.num_steps,
                       eval_every=config.eval_every, workdir=workdir, resume=resume, meta=meta,
-                      compatible=lambda saved: all(saved.get(k) == meta[k] for k in
-                                                   ("format", "model_config", "train_config")),
+                      compatible=lambda saved: _same_run(saved, meta),
                       finish=finish, progress=progress, desc="MACE-TNP", on_nonfinite=on_nonfinite,
-                      max_retries=max_retries, name="MACE-TNP training")
+                      max_retries=max_retries, time_budget_s=config.time_budget_s, name="MACE-TNP training")
     return finish(result.best_params, result)

@@ -1,0 +1,254 @@
+#!/usr/bin/env python
+"""Quality per CPU-minute: train named model variants on the same data and seed for the same
+wall-clock budget, score each on held-out tasks, and draw their learning curves.
+
+Every design choice of the model-quality work (decoder context, covariance head, learning-rate
+schedule, sample subsets, size) is decided by this script; its table and figure go into
+``docs/ablations.md``.
+
+For each variant (``--variants``, names from :data:`VARIANTS`):
+
+* **training**: :func:`activa_ppl.train` (or :func:`activa_ppl.train_mace_tnp` for the
+  ``mace-tnp`` variant) on the training split, validation NLL every ``--eval-every`` steps,
+  stopped by ``TrainConfig(time_budget_s=--budget-s)``; each variant runs in its own process
+  with its own resumable ``workdir`` under ``--out``, so a killed run continues where it
+  stopped and a finished one is not retrained;
+* **scoring**: the best-validation parameters on ``--eval-scms`` SCMs of ``--eval-split`` (the
+  validation split by default: tune on validation, report on test): NLL and energy distance on
+  All∖V_t, descendants and non-descendants, next to Gaussian Conditional on the same tasks;
+* **learning curve**: validation NLL against training wall time and against steps.
+
+Outputs in ``--out``: ``quality.json`` (every number, the machine, the command),
+``quality.md`` (the table) and ``learning_curves.png``.
+
+Usage::
+
+    python benchmarks/bench_quality.py --data gauss8 --budget-s 600 --out runs/quality-gauss8
+    python benchmarks/bench_quality.py --data gauss8 --variants paper-small,context --budget-s 60 \\
+        --num-scms 400 --out /tmp/q                      # a quick look
+    python benchmarks/bench_quality.py --quick --out /tmp/q   # smoke test (tiny, seconds)
+
+Timings on a shared 2-core machine vary by ±30 % between runs, and two CPU-heavy jobs at once
+each run at half speed: run the variants of one comparison back to back on an idle machine
+(the JSON records the load average at each variant's start).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+#: name -> (ActivaConfig overrides, TrainConfig overrides), on top of the ``small`` preset with
+#: standardized inputs. ``paper-small`` is Eq. 4 as written (the shipped 8-variable recipe).
+VARIANTS: dict[str, tuple[dict, dict]] = {
+    "paper-small": ({}, {}),
+    "context": ({"decoder_context": True}, {}),
+    "context-cholesky": ({"decoder_context": True, "covariance_head": "cholesky"}, {}),
+    "context-cosine": ({"decoder_context": True},
+                       {"lr_schedule": "warmup_cosine", "learning_rate": 1e-3, "warmup_steps": 200}),
+    "context-subsample": ({"decoder_context": True}, {"samples_per_task": 32}),
+    "context-noclip": ({"decoder_context": True}, {"clip_norm": None}),
+    "context-lr1e-3": ({"decoder_context": True}, {"learning_rate": 1e-3}),
+    "context-particles1": ({"decoder_context": True, "num_particles": 1}, {}),
+    "context-batch64": ({"decoder_context": True}, {"batch_size": 64}),
+    "mace-tnp": ({}, {}),
+}
+
+#: name -> simulate.linear_dataset keyword arguments (the paper's sets, Appendix C.1).
+DATASETS = {
+    "gauss2": dict(num_vars=2, noise="gauss", num_samples=100),
+    "beta2": dict(num_vars=2, noise="beta", num_samples=100),
+    "gauss8": dict(num_vars=8, noise="gauss", num_samples=80),
+    "beta8": dict(num_vars=8, noise="beta", num_samples=80),
+}
+MARGINALS = ("all_but_target", "descendants", "non_descendants")
+
+
+def machine() -> dict:
+    """The machine the numbers come from."""
+    import jax
+
+    return {"platform": platform.platform(), "processor": platform.processor(), "cpus": os.cpu_count(),
+            "python": platform.python_version(), "jax": jax.__version__,
+            "backend": jax.default_backend()}
+
+
+def _dataset(args):
+    import activa_ppl as ap
+
+    if args.quick:
+        return ap.simulate.linear_dataset(num_scms=60, num_vars=2, num_samples=20, seed=args.data_seed)
+    return ap.simulate.linear_dataset(num_scms=args.num_scms, seed=args.data_seed, **DATASETS[args.data])
+
+
+def _summary(results: dict) -> dict:
+    """``{marginal: {metric: mean}}`` of one method's :func:`activa_ppl.evaluation.evaluate` table."""
+    return {m: {k: results[m][k]["mean"] for k in ("nll", "energy")} for m in MARGINALS if m in results}
+
+
+def _mace_steps_in_budget(config, data, args) -> int:
+    """MACE-TNP's cosine schedule spans ``num_steps``: the steps its measured speed fits in the
+    budget (a 2-chunk calibration run; the second chunk is compiled, so its time is a step's)."""
+    import activa_ppl as ap
+
+    k = 20
+    calib = Path(args.out) / "mace-tnp-calibration"
+    ap.train_mace_tnp(config, data, num_steps=2 * k, eval_every=k, seed=args.seed, workdir=calib,
+                      progress=False)
+    rows = [json.loads(line) for line in (calib / "metrics.jsonl").read_text().splitlines()]
+    per_step = (rows[1]["elapsed_s"] - rows[0]["elapsed_s"]) / k
+    return max(2 * k, min(args.max_steps, int(0.95 * args.budget_s / per_step)))
+
+
+def run_variant(args, name: str) -> dict:
+    """Train (or resume) variant ``name`` and score it; runs in a worker process."""
+    import jax
+
+    import activa_ppl as ap
+    from activa_ppl.evaluation import evaluate
+    from activa_ppl.predictors import activa_predictor, gaussian_conditional_predictor, mace_tnp_predictor
+    from activa_ppl.standardize import nominal_intervention_values
+
+    data = _dataset(args)
+    workdir = Path(args.out) / name
+    preset = "tiny" if args.quick else args.preset
+    load = os.getloadavg()[0]
+    t0 = time.perf_counter()
+    if name == "mace-tnp":
+        config = ap.MaceTnpConfig.preset(preset, num_vars=data.num_vars)
+        steps = _mace_steps_in_budget(config, data, args)
+        fitted = ap.train_mace_tnp(config, data, num_steps=steps, seed=args.seed,
+                                   eval_every=args.eval_every, workdir=workdir, progress=False,
+                                   time_budget_s=args.budget_s)
+        predictor = mace_tnp_predictor(fitted)
+    else:
+        model_over, train_over = VARIANTS[name]
+        config = ap.ActivaConfig.preset(preset, num_interventions=max(1, data.num_interventions),
+                                        standardize=True, intervention_values=nominal_intervention_values(data),
+                                        **model_over)
+        train_config = ap.TrainConfig(**{"num_steps": args.max_steps, "eval_every": args.eval_every,
+                                         "seed": args.seed, "time_budget_s": args.budget_s, **train_over})
+        fitted = ap.train(ap.Activa(config), data, config=train_config, workdir=workdir, progress=False)
+        predictor = activa_predictor(fitted, seed=args.seed)
+    wall = time.perf_counter() - t0
+    scores = evaluate(data, {name: predictor, "Gaussian Cond.": gaussian_conditional_predictor()},
+                      split=args.eval_split, max_scms=args.eval_scms, seed=args.seed, progress=False)
+    curve = [json.loads(line) for line in (workdir / "metrics.jsonl").read_text().splitlines()]
+    return {"variant": name, "overrides": VARIANTS[name] if name in VARIANTS else None,
+            "steps": fitted.info["num_steps"], "best_step": fitted.info["best_step"],
+            "best_valid_nll": fitted.info["best_valid_nll"], "train_wall_s": fitted.info["wall_time_s"],
+            "process_wall_s": round(wall, 1), "load_at_start": load,
+            "scores": _summary(scores[name]), "gaussian_conditional": _summary(scores["Gaussian Cond."]),
+            "curve": [{k: r[k] for k in ("step", "valid_nll", "elapsed_s")} for r in curve],
+            "jax_devices": str(jax.devices())}
+
+
+def plot_curves(report: dict, path: Path) -> None:
+    """Validation NLL against wall time and against steps, one line per variant."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    for row in report["variants"]:
+        steps = [r["step"] for r in row["curve"]]
+        nll = [r["valid_nll"] for r in row["curve"]]
+        minutes = [r["elapsed_s"] / 60 for r in row["curve"]]
+        axes[0].plot(minutes, nll, label=row["variant"])
+        axes[1].plot(steps, nll, label=row["variant"])
+    for ax, xlabel in zip(axes, ("training wall time (min)", "steps")):
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel("validation NLL per sample")
+        ax.set_yscale("symlog", linthresh=10)
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=8)
+    fig.suptitle(f"{report['data']}: learning curves (budget {report['budget_s']:.0f} s per variant)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def format_table(report: dict) -> str:
+    """Markdown: per variant, steps in budget and held-out NLL / energy distance per marginal."""
+    head = ["variant", "steps", "best valid NLL"] + [f"{m} {k}" for m in MARGINALS for k in ("NLL", "ERG")]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+
+    def cells(scores):
+        return [f"{scores[m][k]:.2f}" if m in scores else "—" for m in MARGINALS for k in ("nll", "energy")]
+
+    for row in report["variants"]:
+        lines.append("| " + " | ".join([row["variant"], str(row["steps"]), f"{row['best_valid_nll']:.2f}"]
+                                       + cells(row["scores"])) + " |")
+    if report["variants"]:
+        lines.append("| " + " | ".join(["Gaussian Cond.", "", ""] + cells(report["variants"][0]["gaussian_conditional"]))
+                     + " |")
+    return "\n".join(lines)
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--data", choices=sorted(DATASETS), default="gauss8", help="dataset (default gauss8)")
+    p.add_argument("--num-scms", type=int, default=6000, help="SCMs simulated (default 6000)")
+    p.add_argument("--data-seed", type=int, default=0, help="simulation seed (default 0)")
+    p.add_argument("--variants", default="paper-small,context,mace-tnp",
+                   help=f"comma-separated, from: {', '.join(VARIANTS)} (default: %(default)s)")
+    p.add_argument("--preset", default="small", help="architecture preset of every variant (default small)")
+    p.add_argument("--budget-s", type=float, default=600.0, help="training wall time per variant (default 600)")
+    p.add_argument("--max-steps", type=int, default=100000, help="step cap (default 100000: the budget stops first)")
+    p.add_argument("--eval-every", type=int, default=100, help="steps between validations (default 100)")
+    p.add_argument("--eval-split", choices=["valid", "test"], default="valid",
+                   help="split scored after training (default valid; report on test)")
+    p.add_argument("--eval-scms", type=int, default=100, help="SCMs scored (default 100)")
+    p.add_argument("--seed", type=int, default=0, help="training seed (default 0)")
+    p.add_argument("--out", required=True, help="output folder (workdirs, JSON, table, figure)")
+    p.add_argument("--quick", action="store_true", help="smoke test: tiny data, tiny preset, 2 s budgets")
+    p.add_argument("--worker", help=argparse.SUPPRESS)
+    args = p.parse_args(argv)
+    if args.quick:
+        args.budget_s, args.eval_every, args.eval_scms, args.max_steps = 2.0, 5, 3, 40
+    unknown = [v for v in args.variants.split(",") if v not in VARIANTS]
+    if unknown:
+        p.error(f"unknown variants {unknown}; choose from {', '.join(VARIANTS)}")
+    return args
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    if args.worker:
+        result = run_variant(args, args.worker)
+        (out / args.worker / "result.json").write_text(json.dumps(result, indent=1) + "\n")
+        return 0
+    report = {"command": " ".join([Path(sys.argv[0]).name] + (argv or sys.argv[1:])), "data": args.data,
+              "num_scms": args.num_scms, "budget_s": args.budget_s, "eval_split": args.eval_split,
+              "eval_scms": args.eval_scms, "preset": args.preset, "machine": machine(), "variants": []}
+    for name in args.variants.split(","):
+        print(f"[bench_quality] {name}: training for {args.budget_s:.0f} s ...", flush=True)
+        cmd = [sys.executable, __file__, *(argv if argv is not None else sys.argv[1:]), "--worker", name]
+        env = {**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
+        subprocess.run(cmd, check=True, env=env)
+        row = json.loads((out / name / "result.json").read_text())
+        report["variants"].append(row)
+        print(f"[bench_quality] {name}: {row['steps']} steps, best valid NLL {row['best_valid_nll']:.3f}, "
+              f"All-but-target ERG {row['scores']['all_but_target']['energy']:.3f} "
+              f"(GC {row['gaussian_conditional']['all_but_target']['energy']:.3f})", flush=True)
+    (out / "quality.json").write_text(json.dumps(report, indent=1) + "\n")
+    (out / "quality.md").write_text(format_table(report) + "\n")
+    plot_curves(report, out / "learning_curves.png")
+    print(format_table(report))
+    print(f"wrote {out / 'quality.json'}, {out / 'quality.md'}, {out / 'learning_curves.png'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
