@@ -46,13 +46,15 @@ def add_common_training_arguments(parser: argparse.ArgumentParser, *,
 
     Args:
         parser: the parser (or sub-parser) to extend.
-        default_steps: the default of ``--steps``.
+        default_steps: the default of ``--steps``; the help of one other than
+            :data:`DEFAULT_STEPS` also names that of ``activa train``.
     """
     parser.add_argument("--out", required=True, help="folder for the trained model (required)")
     parser.add_argument("--preset", default="small", choices=PRESETS,
                         help="architecture preset (default: %(default)s)")
+    other = "" if default_steps == DEFAULT_STEPS else f"; `activa train`: {DEFAULT_STEPS}"
     parser.add_argument("--steps", type=int, default=default_steps,
-                        help="training steps, one minibatch each (default: %(default)s)")
+                        help=f"training steps, one minibatch each (default: %(default)s{other})")
     parser.add_argument("--batch-size", type=int, default=32,
                         help="tasks per minibatch (default: %(default)s)")
     parser.add_argument("--lr", type=float, default=5e-4,
