@@ -70,17 +70,11 @@ def pad_samples(observational: np.ndarray, size: int) -> tuple[np.ndarray, np.nd
     return padded, mask
 
 
-# Times the single-query prediction has been traced (a Python side effect at trace time, i.e.
-# once per compile; tests read it).
-_PREDICT_TRACES = [0]
-
-
 def _single_query_arrays(activa: Activa, params, key, observational, targets, intervention_index,
                          num_latents: int, mask=None):
     """:func:`~activa_ppl.model.predictive_arrays` of one query with the query axis dropped inside
     the compiled call (``FittedActiva.predict``): one dispatch and one mixture validation instead
     of slicing and re-validating a batch of one on the host."""
-    _PREDICT_TRACES[0] += 1
     weights, locs, covariances = predictive_arrays(activa, params, key, observational, targets,
                                                    intervention_index, num_latents, mask)
     return weights[0], locs[0], covariances[0]

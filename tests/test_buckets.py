@@ -11,7 +11,6 @@ import numpy as np
 import pytest
 
 import activa_ppl as ap
-from activa_ppl import fitted as fitted_module
 from activa_ppl import model as model_module
 from activa_ppl.fitted import SAMPLE_BUCKET_MIN, SAMPLE_BUCKETS_PER_OCTAVE, pad_samples, sample_bucket
 from activa_ppl.interventions import intervention_representation
@@ -141,20 +140,19 @@ def test_bucket_false_is_the_exact_unpadded_computation(standardized_fitted, rng
         standardized_fitted.predict(x, target=0, bucket="yes")
 
 
-def test_one_compile_per_bucket(standardized_fitted, rng):
+def test_one_compile_per_bucket(standardized_fitted, rng, trace_counter):
     """N = 50, 56, 60 share bucket 64: predict traces (= compiles) once; without buckets, thrice.
 
     A num_latents used by no other test keeps the jit caches of other tests out of the count.
     """
-    traces = fitted_module._PREDICT_TRACES
-    before = traces[0]
-    for n in N_ONE_BUCKET:
-        standardized_fitted.predict(_data(rng, n), target=0, num_latents=7)
-    assert traces[0] - before == 1
-    before = traces[0]
-    for n in N_ONE_BUCKET:
-        standardized_fitted.predict(_data(rng, n), target=0, num_latents=9, bucket=False)
-    assert traces[0] - before == 3
+    with trace_counter("_single_query_arrays") as traces:
+        for n in N_ONE_BUCKET:
+            standardized_fitted.predict(_data(rng, n), target=0, num_latents=7)
+    assert traces.count == 1
+    with trace_counter("_single_query_arrays") as traces:
+        for n in N_ONE_BUCKET:
+            standardized_fitted.predict(_data(rng, n), target=0, num_latents=9, bucket=False)
+    assert traces.count == 3
 
     jitted = model_module._predictive_arrays_jit
     before = jitted._cache_size()
