@@ -304,6 +304,7 @@ class _ActivaChunks:
 
     def train_metrics(self, losses):
         num_tasks, num_int = self.train_arrays[0].shape[0], self.train_arrays[3].shape[1]
+        num_int = min(num_int, self.config.samples_per_task or num_int)  # the samples a step scores
         return {"train_loss_per_sample": float(losses.mean()) / (num_tasks * num_int)}
 
     def learning_rate(self, step):
