@@ -8,15 +8,22 @@ schedule, sample subsets, size) is decided by this script; its table and figure 
 
 For each variant (``--variants``, names from :data:`VARIANTS`):
 
+* **equal compute, measured side by side**: first every variant's compiled training step is
+  timed in one process, interleaved (``--calibration-reps`` rounds of a ``--calibration-steps``
+  chunk each, median), so the speed ratios do not depend on what else the machine runs; each
+  variant then trains for ``budget / (its seconds per step)`` steps. Training itself is
+  deterministic in steps, so the comparison survives a busy machine; only the absolute minutes
+  scale with the load (the JSON records the calibration and the load average);
 * **training**: :func:`activa_ppl.train` (or :func:`activa_ppl.train_mace_tnp` for the
-  ``mace-tnp`` variant) on the training split, validation NLL every ``--eval-every`` steps,
-  stopped by ``TrainConfig(time_budget_s=--budget-s)``; each variant runs in its own process
-  with its own resumable ``workdir`` under ``--out``, so a killed run continues where it
-  stopped and a finished one is not retrained;
+  ``mace-tnp`` variant, whose cosine schedule spans exactly its steps) on the training split,
+  validation NLL every ``--eval-every`` steps; each variant runs in its own process with its
+  own resumable ``workdir`` under ``--out``, so a killed run continues where it stopped and a
+  finished one is not retrained;
 * **scoring**: the best-validation parameters on ``--eval-scms`` SCMs of ``--eval-split`` (the
   validation split by default: tune on validation, report on test): NLL and energy distance on
   All∖V_t, descendants and non-descendants, next to Gaussian Conditional on the same tasks;
-* **learning curve**: validation NLL against training wall time and against steps.
+* **learning curve**: validation NLL against compute (steps × measured seconds per step) and
+  against steps.
 
 Outputs in ``--out``: ``quality.json`` (every number, the machine, the command),
 ``quality.md`` (the table) and ``learning_curves.png``.
@@ -29,13 +36,14 @@ Usage::
     python benchmarks/bench_quality.py --quick --out /tmp/q   # smoke test (tiny, seconds)
 
 Timings on a shared 2-core machine vary by ±30 % between runs, and two CPU-heavy jobs at once
-each run at half speed: run the variants of one comparison back to back on an idle machine
-(the JSON records the load average at each variant's start).
+each run at half speed: that is why the budget is converted to steps from speeds measured side
+by side, in one process, at one time.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import platform
@@ -94,48 +102,82 @@ def _summary(results: dict) -> dict:
     return {m: {k: results[m][k]["mean"] for k in ("nll", "energy")} for m in MARGINALS if m in results}
 
 
-def _mace_steps_in_budget(config, data, args) -> int:
-    """MACE-TNP's cosine schedule spans ``num_steps``: the steps its measured speed fits in the
-    budget (a 2-chunk calibration run; the second chunk is compiled, so its time is a step's)."""
+def _configs(args, name: str, data):
+    """``(model config, training config)`` of variant ``name`` (MACE-TNP's or ACTIVA's)."""
     import activa_ppl as ap
+    from activa_ppl.standardize import nominal_intervention_values
 
-    k = 20
-    calib = Path(args.out) / "mace-tnp-calibration"
-    ap.train_mace_tnp(config, data, num_steps=2 * k, eval_every=k, seed=args.seed, workdir=calib,
-                      progress=False)
-    rows = [json.loads(line) for line in (calib / "metrics.jsonl").read_text().splitlines()]
-    per_step = (rows[1]["elapsed_s"] - rows[0]["elapsed_s"]) / k
-    return max(2 * k, min(args.max_steps, int(0.95 * args.budget_s / per_step)))
+    preset = "tiny" if args.quick else args.preset
+    if name == "mace-tnp":
+        from activa_ppl.baselines.mace_tnp import MaceTnpTrainConfig
+
+        return (ap.MaceTnpConfig.preset(preset, num_vars=data.num_vars),
+                MaceTnpTrainConfig(num_steps=args.max_steps, eval_every=args.eval_every, seed=args.seed))
+    model_over, train_over = VARIANTS[name]
+    config = ap.ActivaConfig.preset(preset, num_interventions=max(1, data.num_interventions), standardize=True,
+                                    intervention_values=nominal_intervention_values(data), **model_over)
+    train_config = ap.TrainConfig(**{"num_steps": args.max_steps, "eval_every": args.eval_every,
+                                     "seed": args.seed, **train_over})
+    return config, train_config
 
 
-def run_variant(args, name: str) -> dict:
-    """Train (or resume) variant ``name`` and score it; runs in a worker process."""
+def calibrate(args, names: list[str]) -> dict[str, float]:
+    """Seconds per training step of every variant, timed side by side in this process: each
+    variant's chunk of ``--calibration-steps`` steps is compiled, then all are timed in
+    ``--calibration-reps`` interleaved rounds; the median of each."""
+    import jax
+    import numpy as np
+
+    import activa_ppl as ap
+    from activa_ppl import training
+    from activa_ppl.baselines.mace_tnp import training as mace_training
+
+    data = _dataset(args)
+    k = args.calibration_steps
+    runners = {}
+    for name in names:
+        config, train_config = _configs(args, name, data)
+        train_config = dataclasses.replace(train_config, eval_every=k)
+        if name == "mace-tnp":
+            arrays = mace_training._task_arrays(data.tasks("train"), data)[:3]
+            compiled = mace_training._chunk_function(config, train_config, arrays[0].shape[0])
+            state = mace_training.init_state(config, train_config, arrays[0].shape[1])
+            key = jax.random.PRNGKey(0)
+            runners[name] = (lambda c=compiled, s=state, a=arrays, key=key:
+                             c(s, np.int32(k), key, *a))
+        else:
+            arrays = training.task_arrays(data.tasks("train"))
+            chunks = training.svi_chunks(ap.Activa(config), train_config, arrays[0].shape[0])
+            state = chunks.init(*arrays)
+            runners[name] = lambda c=chunks, s=state, a=arrays: c.run(k, s, *a)
+        jax.block_until_ready(runners[name]())  # compile
+    times = {name: [] for name in names}
+    for _ in range(args.calibration_reps):
+        for name in names:
+            t0 = time.perf_counter()
+            jax.block_until_ready(runners[name]())
+            times[name].append((time.perf_counter() - t0) / k)
+    return {name: float(np.median(t)) for name, t in times.items()}
+
+
+def run_variant(args, name: str, steps: int) -> dict:
+    """Train (or resume) variant ``name`` for ``steps`` steps and score it (a worker process)."""
     import jax
 
     import activa_ppl as ap
     from activa_ppl.evaluation import evaluate
     from activa_ppl.predictors import activa_predictor, gaussian_conditional_predictor, mace_tnp_predictor
-    from activa_ppl.standardize import nominal_intervention_values
 
     data = _dataset(args)
     workdir = Path(args.out) / name
-    preset = "tiny" if args.quick else args.preset
     load = os.getloadavg()[0]
     t0 = time.perf_counter()
+    config, train_config = _configs(args, name, data)
+    train_config = dataclasses.replace(train_config, num_steps=steps)
     if name == "mace-tnp":
-        config = ap.MaceTnpConfig.preset(preset, num_vars=data.num_vars)
-        steps = _mace_steps_in_budget(config, data, args)
-        fitted = ap.train_mace_tnp(config, data, num_steps=steps, seed=args.seed,
-                                   eval_every=args.eval_every, workdir=workdir, progress=False,
-                                   time_budget_s=args.budget_s)
+        fitted = ap.train_mace_tnp(config, data, config=train_config, workdir=workdir, progress=False)
         predictor = mace_tnp_predictor(fitted)
     else:
-        model_over, train_over = VARIANTS[name]
-        config = ap.ActivaConfig.preset(preset, num_interventions=max(1, data.num_interventions),
-                                        standardize=True, intervention_values=nominal_intervention_values(data),
-                                        **model_over)
-        train_config = ap.TrainConfig(**{"num_steps": args.max_steps, "eval_every": args.eval_every,
-                                         "seed": args.seed, "time_budget_s": args.budget_s, **train_over})
         fitted = ap.train(ap.Activa(config), data, config=train_config, workdir=workdir, progress=False)
         predictor = activa_predictor(fitted, seed=args.seed)
     wall = time.perf_counter() - t0
@@ -162,10 +204,10 @@ def plot_curves(report: dict, path: Path) -> None:
     for row in report["variants"]:
         steps = [r["step"] for r in row["curve"]]
         nll = [r["valid_nll"] for r in row["curve"]]
-        minutes = [r["elapsed_s"] / 60 for r in row["curve"]]
+        minutes = [r["step"] * row["seconds_per_step"] / 60 for r in row["curve"]]
         axes[0].plot(minutes, nll, label=row["variant"])
         axes[1].plot(steps, nll, label=row["variant"])
-    for ax, xlabel in zip(axes, ("training wall time (min)", "steps")):
+    for ax, xlabel in zip(axes, ("compute: steps × measured s/step (min)", "steps")):
         ax.set_xlabel(xlabel)
         ax.set_ylabel("validation NLL per sample")
         ax.set_yscale("symlog", linthresh=10)
@@ -179,17 +221,18 @@ def plot_curves(report: dict, path: Path) -> None:
 
 def format_table(report: dict) -> str:
     """Markdown: per variant, steps in budget and held-out NLL / energy distance per marginal."""
-    head = ["variant", "steps", "best valid NLL"] + [f"{m} {k}" for m in MARGINALS for k in ("NLL", "ERG")]
+    head = ["variant", "s/step", "steps", "best valid NLL"] + [f"{m} {k}" for m in MARGINALS for k in ("NLL", "ERG")]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
 
     def cells(scores):
         return [f"{scores[m][k]:.2f}" if m in scores else "—" for m in MARGINALS for k in ("nll", "energy")]
 
     for row in report["variants"]:
-        lines.append("| " + " | ".join([row["variant"], str(row["steps"]), f"{row['best_valid_nll']:.2f}"]
+        lines.append("| " + " | ".join([row["variant"], f"{row['seconds_per_step']:.3f}", str(row["steps"]),
+                                        f"{row['best_valid_nll']:.2f}"]
                                        + cells(row["scores"])) + " |")
     if report["variants"]:
-        lines.append("| " + " | ".join(["Gaussian Cond.", "", ""] + cells(report["variants"][0]["gaussian_conditional"]))
+        lines.append("| " + " | ".join(["Gaussian Cond.", "", "", ""] + cells(report["variants"][0]["gaussian_conditional"]))
                      + " |")
     return "\n".join(lines)
 
@@ -202,8 +245,11 @@ def parse_args(argv=None):
     p.add_argument("--variants", default="paper-small,context,mace-tnp",
                    help=f"comma-separated, from: {', '.join(VARIANTS)} (default: %(default)s)")
     p.add_argument("--preset", default="small", help="architecture preset of every variant (default small)")
-    p.add_argument("--budget-s", type=float, default=600.0, help="training wall time per variant (default 600)")
-    p.add_argument("--max-steps", type=int, default=100000, help="step cap (default 100000: the budget stops first)")
+    p.add_argument("--budget-s", type=float, default=600.0,
+                   help="compute per variant: seconds at its measured speed (default 600)")
+    p.add_argument("--max-steps", type=int, default=100000, help="step cap (default 100000)")
+    p.add_argument("--calibration-steps", type=int, default=20, help="steps per timed chunk (default 20)")
+    p.add_argument("--calibration-reps", type=int, default=3, help="interleaved timing rounds (default 3)")
     p.add_argument("--eval-every", type=int, default=100, help="steps between validations (default 100)")
     p.add_argument("--eval-split", choices=["valid", "test"], default="valid",
                    help="split scored after training (default valid; report on test)")
@@ -212,9 +258,11 @@ def parse_args(argv=None):
     p.add_argument("--out", required=True, help="output folder (workdirs, JSON, table, figure)")
     p.add_argument("--quick", action="store_true", help="smoke test: tiny data, tiny preset, 2 s budgets")
     p.add_argument("--worker", help=argparse.SUPPRESS)
+    p.add_argument("--worker-steps", type=int, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.quick:
         args.budget_s, args.eval_every, args.eval_scms, args.max_steps = 2.0, 5, 3, 40
+        args.calibration_steps, args.calibration_reps = 2, 1
     unknown = [v for v in args.variants.split(",") if v not in VARIANTS]
     if unknown:
         p.error(f"unknown variants {unknown}; choose from {', '.join(VARIANTS)}")
@@ -226,18 +274,31 @@ def main(argv=None) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     if args.worker:
-        result = run_variant(args, args.worker)
+        result = run_variant(args, args.worker, args.worker_steps)
         (out / args.worker / "result.json").write_text(json.dumps(result, indent=1) + "\n")
         return 0
     report = {"command": " ".join([Path(sys.argv[0]).name] + (argv or sys.argv[1:])), "data": args.data,
               "num_scms": args.num_scms, "budget_s": args.budget_s, "eval_split": args.eval_split,
               "eval_scms": args.eval_scms, "preset": args.preset, "machine": machine(), "variants": []}
-    for name in args.variants.split(","):
-        print(f"[bench_quality] {name}: training for {args.budget_s:.0f} s ...", flush=True)
-        cmd = [sys.executable, __file__, *(argv if argv is not None else sys.argv[1:]), "--worker", name]
+    names = args.variants.split(",")
+    report["load_at_calibration"] = os.getloadavg()[0]
+    calibration_file = out / "calibration.json"
+    if calibration_file.exists():  # a resumed comparison keeps its step counts
+        seconds = json.loads(calibration_file.read_text())
+    else:
+        print(f"[bench_quality] timing {len(names)} variants side by side ...", flush=True)
+        seconds = calibrate(args, names)
+        calibration_file.write_text(json.dumps(seconds, indent=1) + "\n")
+    report["seconds_per_step"] = seconds
+    for name in names:
+        steps = max(args.eval_every, min(args.max_steps, int(args.budget_s / seconds[name])))
+        print(f"[bench_quality] {name}: {seconds[name]:.3f} s/step -> {steps} steps ...", flush=True)
+        cmd = [sys.executable, __file__, *(argv if argv is not None else sys.argv[1:]), "--worker", name,
+               "--worker-steps", str(steps)]
         env = {**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
         subprocess.run(cmd, check=True, env=env)
         row = json.loads((out / name / "result.json").read_text())
+        row["seconds_per_step"] = seconds[name]
         report["variants"].append(row)
         print(f"[bench_quality] {name}: {row['steps']} steps, best valid NLL {row['best_valid_nll']:.3f}, "
               f"All-but-target ERG {row['scores']['all_but_target']['energy']:.3f} "
