@@ -8,6 +8,9 @@
 * No global state is modified: jax configuration is left at its defaults (no x64, no
   compilation cache), and expensive objects shared between tests are immutable (frozen
   configs, jax arrays, params pytrees that nobody mutates).
+* Test modules do not import conftest: shared helpers are fixtures here, or, where a module
+  needs them at import time (hypothesis strategies, fuzz settings), functions in
+  ``tests/helpers.py``.
 """
 
 from __future__ import annotations
@@ -131,3 +134,36 @@ class TraceCounter:
 def trace_counter():
     """:class:`TraceCounter`, as a fixture (a factory: ``trace_counter("run_chunk")``)."""
     return TraceCounter
+
+
+class _Quiet:
+    """A fixture value that hypothesis prints by name, not by its (huge) repr."""
+
+    def __init__(self, value, name: str):
+        self.value, self.name = value, name
+
+    def __repr__(self) -> str:
+        return self.name
+
+
+@pytest.fixture(scope="module")
+def quiet_tiny_fitted(tiny_fitted) -> _Quiet:
+    """The session's untrained tiny model (``.value``), printed as ``tiny_fitted`` in hypothesis
+    failure reports."""
+    return _Quiet(tiny_fitted, "tiny_fitted")
+
+
+@pytest.fixture(scope="module")
+def saved_dataset(tmp_path_factory):
+    """:func:`helpers.small_dataset` saved to a folder (copy it before damaging it)."""
+    from helpers import small_dataset
+
+    path = tmp_path_factory.mktemp("dataset") / "ds"
+    small_dataset().save(path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def saved_model(tiny_fitted, tmp_path_factory):
+    """``tiny_fitted`` saved to a model folder (copy it before damaging it)."""
+    return tiny_fitted.save(tmp_path_factory.mktemp("model") / "model")

@@ -6,10 +6,13 @@ import arviz as az
 import matplotlib
 import numpy as np
 import pytest
+from hypothesis import event
+from hypothesis import strategies as st
 from scipy import stats
 
 from activa_ppl.arviz_io import held_out_elpd, to_inference_data
 from activa_ppl.mixture import GaussianMixture
+from helpers import DEEP_SMALL, FAST_SMALL, float_array, fuzz, values_ok
 
 matplotlib.use("Agg")
 
@@ -109,3 +112,37 @@ def test_argument_types_are_checked(gaussian):
         to_inference_data(mix, np.array([[{"a": 1}, 2.0]], dtype=object))
     with pytest.raises(ValueError, match="positive integer"):
         mix.sample(-1, seed=0)
+
+
+# ============================================================== observed values, fuzzed ====
+def _arviz_property(call):
+    observed, ok = call  # ok None: either outcome is right (numeric text is read as numbers)
+    mix = GaussianMixture.gaussian(np.zeros(2), np.eye(2)).with_names(["a", "b"])
+    try:
+        idata = to_inference_data(mix, observed, num_draws=3, num_chains=1)
+    except ValueError:
+        assert ok is not True
+        event("refused")
+        return
+    assert ok is not False
+    event("converted")
+    assert np.isfinite(np.asarray(idata.log_likelihood["joint"])).all() or not values_ok(observed)
+
+
+@st.composite
+def arviz_observed(draw):
+    valid_shape = draw(st.booleans())
+    shape = (draw(st.integers(1, 6)), 2) if valid_shape else draw(
+        st.lists(st.integers(0, 3), max_size=4).map(tuple).filter(lambda s: len(s) != 2 or s[1] != 2))
+    array = float_array(draw, shape, constant_columns=False)
+    kind = draw(st.sampled_from(["float64", "float32", "int64", "str", "bool"]))
+    if kind == "str":
+        return array.astype(str), None
+    with np.errstate(invalid="ignore", over="ignore"):
+        array = array.astype(kind) if kind != "int64" else np.nan_to_num(array).clip(-1e9, 1e9).astype(kind)
+    finite = bool(np.isfinite(np.asarray(array, dtype=np.float64)).all())
+    return array, valid_shape and finite
+
+
+test_fuzz_arviz_observed, test_fuzz_arviz_observed_deep = fuzz(
+    FAST_SMALL, DEEP_SMALL, call=arviz_observed())(_arviz_property)

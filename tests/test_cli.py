@@ -1,5 +1,7 @@
 """The `activa` command line and the inference scripts, on shrunken configurations."""
 
+import contextlib
+import io
 import subprocess
 import sys
 
@@ -8,7 +10,9 @@ import pandas as pd
 import pytest
 
 import activa_ppl as ap
+from activa_ppl import training
 from activa_ppl.cli import build_parser, main
+from activa_ppl.training import TrainingDiverged
 
 
 @pytest.fixture(scope="module")
@@ -191,3 +195,22 @@ def test_read_csv_lives_in_csv_input(tmp_path):
     assert list(frame.columns) == ["a", "b"] and frame.to_numpy().tolist() == [[1, 2], [3, 4]]
     with pytest.raises(ValueError, match="no such file"):
         read_csv(tmp_path / "missing.csv")
+
+
+def test_cli_reports_unwritable_output_and_divergence(tmp_path, saved_dataset, monkeypatch):
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    stderr = io.StringIO()
+    with contextlib.redirect_stderr(stderr), contextlib.redirect_stdout(io.StringIO()):
+        assert main(["simulate", "--num-scms", "5", "--num-samples", "3", "--out", str(blocker / "sub")]) == 2
+
+        def diverging(*args, **kwargs):
+            raise TrainingDiverged("non-finite loss (nan) at step 3; stopped, last good state is step 2")
+
+        monkeypatch.setattr(training, "train", diverging)
+        assert main(["train", "--data", str(saved_dataset), "--out", str(tmp_path / "m"), "--preset", "tiny",
+                     "--quiet"]) == 2
+    lines = stderr.getvalue().splitlines()
+    assert len(lines) == 2 and all(line.startswith("activa: error:") for line in lines)
+    assert "Not a directory" in lines[0]
+    assert lines[1].startswith("activa: error: training diverged: non-finite loss (nan) at step 3")

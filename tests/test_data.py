@@ -8,6 +8,8 @@ import os
 import networkx as nx
 import numpy as np
 import pytest
+from hypothesis import event
+from hypothesis import strategies as st
 
 from activa_ppl.data import (
     FORMAT_NAME,
@@ -15,6 +17,7 @@ from activa_ppl.data import (
     TaskArrays,
     load_dataset,
 )
+from helpers import DEEP, FAST, cast, float_array, fuzz, small_dataset, values_ok
 
 S, M, N_OBS, N_INT, D = 5, 3, 4, 6, 4
 
@@ -262,3 +265,52 @@ def test_validation_rejects_cyclic_adjacency():
 def test_frozen(dataset):
     with pytest.raises(AttributeError):
         dataset.num_interventions = 3
+
+
+# ------------------------------------------------ constructor: messages and fuzzing ----
+def test_dataset_constructor_messages():
+    with pytest.raises(ValueError, match=r"observational: 1 value\(s\) of magnitude > 1e\+15, first at scm 2"):
+        obs = np.zeros((4, 3, 2))
+        obs[2, 1, 0] = 1e300
+        small_dataset(observational=obs)
+    with pytest.raises(ValueError, match="interventional: 1 non-finite value.*scm 0, query 1, sample 2"):
+        inter = np.zeros((4, 2, 3, 2))
+        inter[0, 1, 2, 1] = np.nan
+        small_dataset(interventional=inter)
+    with pytest.raises(ValueError, match="observational cannot be read as an array"):
+        small_dataset(observational=[[[1.0, 2.0]], [[1.0]]])
+
+
+@st.composite
+def dataset_fields(draw):
+    """Keyword arguments of InterventionalDataset, one field damaged (or none)."""
+    field = draw(st.sampled_from(["observational", "interventional", "intervention_values",
+                                  "intervention_index", "targets", "adjacency", "split", "none"]))
+    shapes = {"observational": (4, 3, 2), "interventional": (4, 2, 3, 2), "intervention_values": (4, 2),
+              "intervention_index": (4, 2), "targets": (4, 2, 2), "adjacency": (4, 2, 2), "split": (4,)}
+    if field == "none":
+        return {}, True
+    shape = shapes[field] if draw(st.booleans()) else draw(st.lists(st.integers(0, 4), max_size=4).map(tuple))
+    array, dtype_ok = cast(draw, float_array(draw, shape))
+    return {field: array}, None  # validity: too many rules to restate; soundness is checked
+
+
+def _constructor_property(fields):
+    changes, expected = fields
+    try:
+        data = small_dataset(**changes)
+    except ValueError as e:
+        event("refused")
+        assert expected is not True, str(e)
+        assert any(name in str(e) for name in ("observational", "interventional", "intervention_values",
+                                                 "intervention_index", "targets", "adjacency", "split")), str(e)
+        return
+    event("accepted")
+    for name in ("observational", "interventional", "intervention_values"):
+        assert values_ok(getattr(data, name))
+    assert set(np.unique(data.split)) <= {0, 1, 2}
+    assert ((data.intervention_index >= 0) & (data.intervention_index < data.num_interventions)).all()
+
+
+test_fuzz_dataset_constructor, test_fuzz_dataset_constructor_deep = fuzz(
+    FAST, DEEP, fields=dataset_fields())(_constructor_property)

@@ -1,6 +1,7 @@
 """Tests for the evaluation harness: task records, averaging, method specs, Table 1 and figures."""
 
 import json
+import shutil
 
 import numpy as np
 import pandas as pd
@@ -13,6 +14,7 @@ from activa_ppl.predictors import (Predictor, gaussian_conditional_predictor, li
 from activa_ppl.mixture import GaussianMixture
 from activa_ppl.report import format_table1, parse_dataset_spec, run_evaluation
 from activa_ppl.simulate import linear_dataset
+from helpers import small_dataset
 
 
 @pytest.fixture(scope="module")
@@ -160,3 +162,27 @@ def test_run_evaluation_with_activa_model(tmp_path, gauss2, tiny_fitted):
     activa = report["datasets"][0]["methods"][0]
     assert activa["label"] == "ACTIVA" and activa["privileged"] == []
     assert "all" in activa["results"]  # ACTIVA predicts V_t too
+
+
+def test_run_evaluation_bad_input(tmp_path, saved_dataset, saved_model):
+    broken = tmp_path / "broken"
+    shutil.copytree(saved_dataset, broken)
+    (broken / "data.npz").write_bytes(b"PK\x03\x04 not a zip")
+    two = tmp_path / "two"
+    small_dataset(num_interventions=2, intervention_index=np.ones((4, 2), np.int32)).save(two)
+    corrupt_model = tmp_path / "corrupt_model"
+    shutil.copytree(saved_model, corrupt_model)
+    for p in corrupt_model.glob("params-*.npz"):
+        p.write_bytes(p.read_bytes()[:100])
+    cases = [
+        ([str(broken)], ["gaussian-conditional"], {}, "checksum mismatch"),
+        ([str(saved_dataset / "manifest.json")], ["gaussian-conditional"], {}, "is not a directory"),
+        ([str(saved_dataset)], ["no-such-method"], {}, "unknown method"),
+        ([str(saved_dataset)], ["gaussian-conditional"], {"split": "training"}, "split must be one of"),
+        ([str(saved_dataset)], ["gaussian-conditional"], {"max_scms": 0}, "max_scms must be positive"),
+        ([str(saved_dataset)], [f"activa:{corrupt_model}"], {}, "SHA-256 differs"),
+        ([str(two)], [f"activa:{saved_model}"], {}, r"intervention_index: values must lie in 0..0"),
+    ]
+    for datasets, methods, kwargs, message in cases:
+        with pytest.raises(ValueError, match=message):
+            run_evaluation(datasets, methods, tmp_path / "out", progress=False, figure_scms=0, **kwargs)

@@ -1,5 +1,7 @@
 """Tests of activa_ppl.fitted (FittedActiva.predict / predict_batch / save, load), the safe array
-files of activa_ppl.checkpoint, input validation and ActivaConfig checks.
+files of activa_ppl.checkpoint, input validation (table-driven and property-based fuzzing of
+predict and predict_batch), positive-definite covariances on extreme inputs and ActivaConfig
+checks.
 
 The model is the tiny preset with its initial (untrained) parameters: prediction, persistence
 and validation do not depend on training.
@@ -19,11 +21,15 @@ import numpy as np
 import pandas as pd
 import pytest
 from flax import traverse_util
+from hypothesis import event
+from hypothesis import strategies as st
 
 import activa_ppl as ap
 from activa_ppl.checkpoint import CheckpointError, load_arrays, save_arrays
 from activa_ppl.config import ActivaConfig
 from activa_ppl.mixture import GaussianMixture
+from activa_ppl.validation import MAX_ABS_VALUE
+from helpers import DEEP, FAST, VALID_SHAPES, Payload, cast, float_array, fuzz, object_array, values_ok
 
 N, D = 20, 3
 NAMES = ["alpha", "beta", "gamma"]
@@ -207,6 +213,208 @@ def test_predict_batch_rejects_bad_shapes(tiny_fitted, obs, change, match):
         tiny_fitted.predict_batch(**kwargs)
 
 
+# ------------------------------------------------------------------ sound predictions ----
+def _assert_sound_mixture(mix, d: int):
+    """Finite weights summing to 1, finite locations, symmetric positive-definite covariances."""
+    weights, locs, cov = (np.asarray(x, dtype=np.float64) for x in (mix.weights, mix.locs, mix.covariances))
+    assert np.isfinite(weights).all() and np.isfinite(locs).all() and np.isfinite(cov).all()
+    assert locs.shape[-1] == d and cov.shape[-2:] == (d, d)
+    np.testing.assert_allclose(weights.sum(-1), 1.0, atol=1e-5)
+    np.testing.assert_allclose(cov, np.swapaxes(cov, -1, -2), rtol=1e-5, atol=1e-6)
+    assert np.linalg.eigvalsh(cov).min() > 0
+    assert np.isfinite(np.asarray(jnp.linalg.cholesky(mix.covariances))).all()  # float32, as used
+
+
+# ------------------------------------------------ extreme inputs, messages per argument ----
+def _extreme(kind: str) -> np.ndarray:
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(20, 3))
+    if kind == "all_constant":
+        return np.full((20, 3), 2.5)
+    if kind == "one_constant":
+        x[:, 1] = -4.0
+        return x
+    if kind == "zeros":
+        return np.zeros((20, 3))
+    if kind == "max_magnitude":
+        return np.sign(x) * MAX_ABS_VALUE
+    if kind == "huge":
+        return x * 6e13
+    if kind == "tiny":
+        return x * 1e-30
+    if kind == "mixed_scales":
+        return x * np.array([MAX_ABS_VALUE / 10, 1.0, 1e-15])
+    if kind == "duplicate_columns":
+        return np.repeat(x[:, :1], 3, axis=1)
+    raise AssertionError(kind)
+
+
+@pytest.mark.parametrize("kind", ["all_constant", "one_constant", "zeros", "max_magnitude", "huge", "tiny",
+                                  "mixed_scales", "duplicate_columns"])
+@pytest.mark.parametrize("target", [0, [0, 2]])
+def test_covariances_positive_definite_on_extreme_inputs(tiny_fitted, kind, target):
+    obs = _extreme(kind)
+    mix = tiny_fitted.predict(obs, target=target, seed=3)
+    _assert_sound_mixture(mix, 3)
+    assert np.isfinite(np.asarray(mix.log_prob(jnp.asarray(obs[:5], jnp.float32)))).all()
+
+
+def test_values_just_above_the_limit_are_refused(tiny_fitted):
+    obs = _extreme("max_magnitude")
+    obs[7, 2] = -MAX_ABS_VALUE * 1.01
+    with pytest.raises(ValueError, match=r"obs: 1 value\(s\) of magnitude > 1e\+15, first at row 7, column 'X2'"):
+        tiny_fitted.predict(obs, target=0)
+    batch = obs[None].astype(np.float64)
+    batch[0, 3, 0] = 1e300  # beyond float32: reported as too large, not as inf after a cast
+    with pytest.raises(ValueError, match=r"observational: 2 value\(s\) of magnitude .* query 0, row 3, column 0"):
+        tiny_fitted.predict_batch(batch, np.eye(3)[:1], np.zeros(1, int))
+
+
+def test_predict_batch_names_each_argument(tiny_fitted):
+    obs = _extreme("one_constant")[None]
+    cases = [
+        (dict(observational=np.zeros((0, 20, 3))), "observational: holds no query"),
+        (dict(targets=np.array([[0.0, 0.5, 0.0]])), "targets: each row must be a 0/1 mask; query 0"),
+        (dict(targets=np.array([["1", "0", "0"]])), "targets: expected numbers"),
+        (dict(intervention_index=np.array([1])), r"intervention_index: values must lie in 0..0 .* query 0 has 1"),
+        (dict(seed="x"), "seed: expected an integer or a single JAX PRNG key"),
+        (dict(seed=jax.random.split(jax.random.PRNGKey(0), 3)), "seed: expected an integer"),
+        (dict(num_latents=-1), "num_latents: expected a positive integer"),
+        (dict(variable_names=["a", "b"]), "variable_names: expected 3 names"),
+    ]
+    for change, message in cases:
+        kwargs = dict(observational=obs, targets=np.eye(3)[:1], intervention_index=np.zeros(1, int))
+        kwargs.update(change)
+        with pytest.raises(ValueError, match=message):
+            tiny_fitted.predict_batch(**kwargs)
+
+
+# ------------------------------------------------------ predict and predict_batch, fuzzed ----
+_WRONG = st.one_of(st.just(frozenset()), st.frozensets(st.sampled_from(
+    ["shape", "dtype", "values", "frame", "target", "intervention", "seed", "num_latents"]), min_size=1, max_size=2))
+
+
+@st.composite
+def predict_calls(draw):
+    """Arguments of ``FittedActiva.predict`` (about half of them valid) and whether they are."""
+    wrong = draw(_WRONG)
+    if "shape" not in wrong:
+        shape = draw(st.sampled_from(VALID_SHAPES))
+    else:  # anything that is not (N >= 2, d >= 1)
+        shape = draw(st.lists(st.integers(0, 4), min_size=0, max_size=4).map(tuple).filter(
+            lambda s: len(s) != 2 or s[0] < 2 or s[1] < 1))
+    array, numeric = cast(draw, float_array(draw, shape, bad_values="values" in wrong), bad="dtype" in wrong)
+    obs_ok = "shape" not in wrong and numeric and values_ok(array)
+    d = shape[1] if len(shape) == 2 else 1
+    names = [f"X{j}" for j in range(max(d, 1))]
+    obs = array
+    if "shape" not in wrong and ("frame" in wrong or draw(st.booleans())):  # as a DataFrame
+        names = draw(st.lists(st.sampled_from(["a", "b", "c", "gene 1", "7", "é"]), min_size=d, max_size=d,
+                              unique="frame" not in wrong))
+        obs = pd.DataFrame(array, columns=names)
+        if "frame" in wrong and len(set(names)) == d:
+            obs[obs.columns[0]] = "x"  # a text column
+        obs_ok = obs_ok and "frame" not in wrong and array.dtype != bool  # bool columns are refused
+    target_kind = draw(st.sampled_from(["bad_index", "bad_name", "empty", "bad_mask", "float", "none"]
+                                       if "target" in wrong else ["index", "name", "mask", "list"]))
+    target = {
+        "index": draw(st.integers(0, max(d - 1, 0))),
+        "name": names[draw(st.integers(0, len(names) - 1))],
+        "mask": [j == 0 for j in range(d)],
+        "list": [0, d - 1],
+        "bad_index": draw(st.sampled_from([d, d + 3, -1])),
+        "bad_name": "no such column",
+        "empty": [],
+        "bad_mask": [True] * (d + 1),
+        "float": 0.5,
+        "none": None,
+    }[target_kind]
+    target_ok = "target" not in wrong and not (target_kind == "name" and names.count(target) != 1)
+    intervention = draw(st.sampled_from([1, -1, 0.0, True, "0"] if "intervention" in wrong else [0, np.int64(0)]))
+    seed = draw(st.sampled_from([2**64, "x", 1.5, None, np.zeros(3, np.uint32)] if "seed" in wrong
+                                else [0, 12345, 2**63 - 1, -5, np.int32(7), jax.random.PRNGKey(3)]))
+    num_latents = draw(st.sampled_from([0, -2, 1.5, True, "3"] if "num_latents" in wrong else [None]))
+    ok = obs_ok and target_ok and not wrong & {"intervention", "seed", "num_latents"}
+    return dict(obs=obs, target=target, intervention=intervention, seed=seed,
+                num_latents=num_latents), ok, d
+
+
+def _predict_property(quiet_tiny_fitted, call):
+    kwargs, ok, d = call
+    try:
+        mix = quiet_tiny_fitted.value.predict(**kwargs)
+    except ValueError as e:
+        assert not ok, f"valid input refused: {e}"
+        argument = str(e).split(":")[0]
+        assert argument in {"obs", "target", "intervention", "seed", "num_latents"}, str(e)
+        event(f"refused, naming {argument}")
+        return
+    assert ok, "invalid input accepted"
+    event("predicted")
+    assert mix.batch_shape == () and mix.num_vars == d
+    _assert_sound_mixture(mix, d)
+
+
+test_fuzz_predict, test_fuzz_predict_deep = fuzz(FAST, DEEP, call=predict_calls())(_predict_property)
+
+
+@st.composite
+def predict_batch_calls(draw):
+    """Arguments of ``FittedActiva.predict_batch`` (about half valid) and whether they are."""
+    wrong = draw(st.one_of(st.just(frozenset()), st.frozensets(st.sampled_from(
+        ["shape", "dtype", "values", "targets", "index"]), min_size=1, max_size=2)))
+    if "shape" not in wrong:
+        n, d = draw(st.sampled_from(VALID_SHAPES))
+        shape = (1, n, d)
+    else:
+        shape = draw(st.lists(st.integers(0, 3), min_size=0, max_size=4).map(tuple).filter(
+            lambda s: len(s) != 3 or s[0] < 1 or s[1] < 2 or s[2] < 1))
+    obs, numeric = cast(draw, float_array(draw, shape, bad_values="values" in wrong), bad="dtype" in wrong)
+    ok = "shape" not in wrong and numeric and values_ok(obs)
+    q = shape[0] if len(shape) == 3 else 1
+    d = shape[2] if len(shape) == 3 else 1  # 0 possible (an invalid shape)
+    targets = np.zeros((q, d))
+    targets[:, :1] = 1
+    targets_kind = draw(st.sampled_from(["zero_row", "two", "nan", "shape", "text"] if "targets" in wrong
+                                        else ["one", "all"]))
+    if targets_kind == "all":
+        targets[:] = 1
+    elif targets_kind == "zero_row":
+        targets[:1] = 0
+    elif targets_kind == "two":
+        targets[:1, :1] = 2
+    elif targets_kind == "nan":
+        targets[:1, :1] = np.nan
+    elif targets_kind == "shape":
+        targets = np.ones((q, d + 1))
+    elif targets_kind == "text":
+        targets = targets.astype(str)
+    index = draw(st.sampled_from(
+        [np.ones(q, np.int64), np.zeros(q), np.zeros(q + 1, np.int64), np.full(q, -1)] if "index" in wrong
+        else [np.zeros(q, np.int64), np.zeros(q, np.int32), np.zeros(q, np.uint8)]))
+    ok = ok and not wrong & {"targets", "index"}
+    return dict(observational=obs, targets=targets, intervention_index=index), ok, d
+
+
+def _predict_batch_property(quiet_tiny_fitted, call):
+    kwargs, ok, d = call
+    try:
+        mix = quiet_tiny_fitted.value.predict_batch(**kwargs)
+    except ValueError as e:
+        assert not ok, f"valid input refused: {e}"
+        argument = str(e).split(":")[0]
+        assert argument in {"observational", "targets", "intervention_index"}, str(e)
+        event(f"refused, naming {argument}")
+        return
+    assert ok, "invalid input accepted"
+    event("predicted")
+    _assert_sound_mixture(mix, d)
+
+
+test_fuzz_predict_batch, test_fuzz_predict_batch_deep = fuzz(
+    FAST, DEEP, call=predict_batch_calls())(_predict_batch_property)
+
+
 # -------------------------------------------------------------------------- ActivaConfig ----
 @pytest.mark.parametrize("fields,match", [
     (dict(embed_dim=0), "embed_dim"), (dict(hidden_dim=-4), "hidden_dim"),
@@ -372,31 +580,15 @@ def test_params_that_do_not_fit_the_config_refused(saved):
 
 
 # -------------------------------------------------------------------- pickle payloads ----
-class Payload:
-    """Unpickling this object creates the file ``path`` (a harmless stand-in for any code)."""
-
-    def __init__(self, path):
-        self.path = str(path)
-
-    def __reduce__(self):
-        return (open, (self.path, "w"))
-
-
 def _meta_blob():
     header = {"format": "activa_ppl.arrays", "format_version": 1, "sha256": "0" * 64, "meta": {}}
     return np.frombuffer(json.dumps(header).encode(), dtype=np.uint8)
 
 
-def _object_array(marker):
-    arr = np.empty(1, dtype=object)
-    arr[0] = Payload(marker)
-    return arr
-
-
 def test_payload_is_live(tmp_path):
     """Control: the payload does create its marker when numpy is allowed to unpickle."""
     marker = tmp_path / "control-marker"
-    np.save(tmp_path / "obj.npy", _object_array(marker), allow_pickle=True)
+    np.save(tmp_path / "obj.npy", object_array(marker), allow_pickle=True)
     np.load(tmp_path / "obj.npy", allow_pickle=True)
     assert marker.exists()
 
@@ -407,12 +599,12 @@ def test_pickle_payload_refused_without_executing(tmp_path, kind):
     marker = tmp_path / "PWNED"
     path = tmp_path / "evil.npz"
     if kind == "npz_object_entry":
-        np.savez(path, __meta__=_meta_blob(), w=_object_array(marker))
+        np.savez(path, __meta__=_meta_blob(), w=object_array(marker))
     elif kind == "npz_object_meta":
-        np.savez(path, __meta__=_object_array(marker), w=np.ones(2))
+        np.savez(path, __meta__=object_array(marker), w=np.ones(2))
     elif kind == "npy_object_array":
         with open(path, "wb") as f:
-            np.save(f, _object_array(marker), allow_pickle=True)
+            np.save(f, object_array(marker), allow_pickle=True)
     else:
         path.write_bytes(pickle.dumps({"w": Payload(marker)}))
     with pytest.raises(CheckpointError):
@@ -424,7 +616,7 @@ def test_pickle_payload_in_saved_model_refused(saved, tmp_path):
     """An attacker who controls both files (checksum in config.json updated) still gets nowhere."""
     marker = tmp_path / "PWNED"
     params = _params(saved)
-    np.savez(params, __meta__=_meta_blob(), **{"decoder$params/Dense_0/kernel": _object_array(marker)})
+    np.savez(params, __meta__=_meta_blob(), **{"decoder$params/Dense_0/kernel": object_array(marker)})
     config = json.loads((saved / "config.json").read_text())
     config["params_sha256"] = hashlib.sha256(params.read_bytes()).hexdigest()
     (saved / "config.json").write_text(json.dumps(config))
@@ -435,7 +627,7 @@ def test_pickle_payload_in_saved_model_refused(saved, tmp_path):
 
 def test_save_arrays_refuses_object_arrays(tmp_path):
     with pytest.raises(ValueError, match="object"):
-        save_arrays(tmp_path / "x.npz", {"w": _object_array(tmp_path / "m")})
+        save_arrays(tmp_path / "x.npz", {"w": object_array(tmp_path / "m")})
     assert not (tmp_path / "x.npz").exists()
 
 

@@ -4,6 +4,8 @@ metrics.jsonl, best-parameter tracking, determinism, and resuming after a real S
 Every ``train`` call compiles its chunk function afresh (~10-25 s on 2 cores), so the module
 makes exactly four training runs (uninterrupted, resumed, same seed, other seed) plus one
 child process that is killed; the killed child runs while the uninterrupted run trains here.
+Behind ``-m slow``, two fresh interpreters train and predict at once, for determinism across
+interpreters.
 """
 
 from __future__ import annotations
@@ -262,3 +264,37 @@ def test_train_needs_a_validation_split(tiny_activa):
 def test_train_config_invalid_fields(tiny_activa, data, field, value):
     with pytest.raises(ValueError, match=field):
         ap.train(tiny_activa, data, progress=False, **{field: value})
+
+
+DETERMINISM_SCRIPT = """
+import os, sys
+os.environ["JAX_PLATFORMS"] = "cpu"
+import numpy as np
+import activa_ppl as ap
+data = ap.simulate.linear_dataset(num_scms=30, num_vars=2, num_samples=10, seed=0)
+fitted = ap.train(ap.Activa(ap.ActivaConfig.preset("tiny")), data, num_steps=6, eval_every=3, batch_size=4,
+                  num_validation_tasks=4, seed=5, progress=False)
+fitted.save(sys.argv[1])
+mix = fitted.predict(data.observational[0], target=0, seed=9)
+np.savez(sys.argv[2], weights=np.asarray(mix.weights), locs=np.asarray(mix.locs),
+         covariances=np.asarray(mix.covariances), samples=np.asarray(mix.sample(50, 1)))
+"""
+
+
+@pytest.mark.slow
+def test_same_seed_is_bit_identical_across_interpreters(tmp_path):
+    """Two fresh interpreters (different hash seeds): identical parameter files and predictions."""
+    repo_root = str(Path(ap.__file__).resolve().parents[1])
+    procs = []
+    for i in range(2):
+        env = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONHASHSEED=str(i + 1), PYTHONPATH=repo_root)
+        procs.append(subprocess.Popen([sys.executable, "-c", DETERMINISM_SCRIPT, str(tmp_path / f"model{i}"),
+                                       str(tmp_path / f"pred{i}.npz")], env=env, stdout=subprocess.PIPE,
+                                      stderr=subprocess.STDOUT))
+    for proc in procs:
+        out, _ = proc.communicate(timeout=900)
+        assert proc.returncode == 0, out.decode()[-3000:]
+    params = [next((tmp_path / f"model{i}").glob("params-*.npz")).read_bytes() for i in range(2)]
+    assert params[0] == params[1]
+    with np.load(tmp_path / "pred0.npz") as a, np.load(tmp_path / "pred1.npz") as b:
+        assert all(np.array_equal(a[k], b[k]) for k in a.files)
