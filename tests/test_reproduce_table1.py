@@ -15,13 +15,14 @@ spec.loader.exec_module(r)
 
 def _ds(label, activa, lc, gc):
     """A one-dataset report entry; each of activa/lc/gc maps (marginal, metric) -> mean."""
-    def row(name, cells):
+    def row(name, method, cells):
         results = {}
         for (m, k), v in cells.items():
             results.setdefault(m, {})[k] = {"mean": v, "se": 0.0, "n": 10, "n_scms": 5}
-        return {"label": name, "results": results, "privileged": []}
+        return {"label": name, "method": method, "results": results, "privileged": []}
     return {"label": label, "path": "data/x", "num_scms": 5, "num_tasks": 10,
-            "methods": [row("ACTIVA", activa), row("Linear Causal (O)", lc), row("Gaussian Cond.", gc)]}
+            "methods": [row("ACTIVA", "ACTIVA", activa), row("Linear Causal (O)", "Linear Causal", lc),
+                        row("Gaussian Cond.", "Gaussian Cond.", gc)]}
 
 
 def test_two_variable_targets():

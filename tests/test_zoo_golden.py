@@ -2,9 +2,12 @@
 recorded (``tests/golden/record_zoo_predictions.py``): refactors must not change behaviour.
 
 Portable by default: the comparison allows float32 rounding differences (another CPU's SIMD
-width or thread count changes reduction orders in the networks), ``rtol=1e-4`` and an absolute
-floor of ``1e-5`` of each array's largest entry. ``ACTIVA_GOLDEN_EXACT=1`` demands bit identity,
-which holds on the machine (CPU kind, jax/jaxlib version) that recorded the file.
+width or thread count changes reduction orders in the networks), ``rtol=1e-3`` and an absolute
+floor of ``1e-4`` of each array's largest entry. Measured: with ``XLA_FLAGS="--xla_cpu_max_isa=AVX2
+--xla_cpu_multi_thread_eigen=false"`` on the recording AMD EPYC (AVX-512), one of beta8's 480
+means moved by 6e-4 relative (1.7e-4 absolute), every other value by less; a change of
+behaviour moves values by orders of magnitude more. ``ACTIVA_GOLDEN_EXACT=1`` demands bit
+identity, which holds on the machine (CPU kind, jax/jaxlib version, flags) that recorded the file.
 """
 
 from __future__ import annotations
@@ -44,5 +47,5 @@ def test_shipped_model_predicts_as_recorded(name):
         if EXACT:
             np.testing.assert_array_equal(got, want, err_msg=f"{name} {k}")
         else:
-            np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5 * np.abs(want).max(),
+            np.testing.assert_allclose(got, want, rtol=1e-3, atol=1e-4 * np.abs(want).max(),
                                        err_msg=f"{name} {k}")
