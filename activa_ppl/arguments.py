@@ -8,7 +8,9 @@ Each option is defined once here, with one default, so that ``activa train``,
   ``--batch-size``, ``--lr``, ``--eval-every``, ``--seed``, ``--workdir``, ``--no-resume``,
   ``--quiet``;
 * :func:`add_training_arguments`: those plus the options only ACTIVA's trainer takes:
-  ``--on-nonfinite``, ``--max-retries``, ``--standardize``, ``--data-parallel`` and the
+  ``--on-nonfinite``, ``--max-retries``, ``--standardize``, the model-quality options
+  (``--decoder-context``, ``--covariance-head``, ``--cholesky-floor``, ``--lr-schedule``,
+  ``--warmup-steps``, ``--samples-per-task``, ``--time-budget-s``), ``--data-parallel`` and the
   multi-host ``--distributed``, ``--coordinator``, ``--num-processes``, ``--process-id``;
 * :func:`add_linear_data_arguments`: ``--data`` optional, otherwise a linear-SCM set simulated
   on the fly (``--noise``, ``--num-vars``, ``--num-scms``, ``--num-samples``, ``--data-seed``),
@@ -90,6 +92,24 @@ def add_training_arguments(parser: argparse.ArgumentParser, *,
                         "(default: %(default)s)")
     _flag(parser, "--standardize", "ActivaConfig(standardize=True): z-score each dataset per "
           "variable (for data whose scale varies between SCMs, e.g. 8-variable sets and SERGIO)")
+    _flag(parser, "--decoder-context", "ActivaConfig(decoder_context=True): the decoder also sees "
+          "the observational context, p(V | z, D_obs, do) (not in the paper; docs/ablations.md)")
+    parser.add_argument("--covariance-head", choices=["lowrank", "cholesky"], default="lowrank",
+                        help="decoded covariances: the paper's low-rank + eps, or a floored Cholesky "
+                        "factor (default: %(default)s)")
+    parser.add_argument("--cholesky-floor", type=float, default=0.05,
+                        help="with --covariance-head cholesky: smallest diagonal entry of L "
+                        "(default: %(default)s)")
+    parser.add_argument("--lr-schedule", choices=["constant", "warmup_cosine"], default="constant",
+                        help="learning-rate schedule (default: %(default)s)")
+    parser.add_argument("--warmup-steps", type=int, default=0,
+                        help="with --lr-schedule warmup_cosine: linear warm-up steps (default: %(default)s)")
+    parser.add_argument("--samples-per-task", type=int, default=None,
+                        help="train each step on a random subset of this many samples per task "
+                        "(default: all samples)")
+    parser.add_argument("--time-budget-s", type=float, default=None,
+                        help="stop after the chunk at which training time reaches this many seconds "
+                        "(default: none, run all --steps)")
     _flag(parser, "--data-parallel",
           "shard each minibatch over all devices (batch size divisible by their number)")
     _flag(parser, "--distributed", "multi-host: call jax.distributed.initialize first "
@@ -174,13 +194,16 @@ def train_activa_from_args(args: argparse.Namespace, *,
 
         standardize = dict(standardize=True, intervention_values=nominal_intervention_values(data))
     config = ActivaConfig.preset(args.preset, num_interventions=max(1, data.num_interventions),
-                                 **standardize)
+                                 decoder_context=args.decoder_context, covariance_head=args.covariance_head,
+                                 cholesky_floor=args.cholesky_floor, **standardize)
     fitted = training.train(Activa(config), data, num_steps=args.steps, seed=args.seed,
                             batch_size=args.batch_size, learning_rate=args.lr,
                             eval_every=args.eval_every, workdir=args.workdir,
                             resume=not args.no_resume, progress=not args.quiet,
                             on_nonfinite=args.on_nonfinite, max_retries=args.max_retries,
-                            data_parallel=args.data_parallel)
+                            data_parallel=args.data_parallel, lr_schedule=args.lr_schedule,
+                            warmup_steps=args.warmup_steps, samples_per_task=args.samples_per_task,
+                            time_budget_s=args.time_budget_s)
     import jax
 
     if jax.process_index() != 0:  # multi-host: process 0 writes the model
