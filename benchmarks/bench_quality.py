@@ -292,12 +292,20 @@ def main(argv=None) -> int:
     report["seconds_per_step"] = seconds
     for name in names:
         steps = max(args.eval_every, min(args.max_steps, int(args.budget_s / seconds[name])))
-        print(f"[bench_quality] {name}: {seconds[name]:.3f} s/step -> {steps} steps ...", flush=True)
-        cmd = [sys.executable, __file__, *(argv if argv is not None else sys.argv[1:]), "--worker", name,
-               "--worker-steps", str(steps)]
-        env = {**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
-        subprocess.run(cmd, check=True, env=env)
-        row = json.loads((out / name / "result.json").read_text())
+        result_file = out / name / "result.json"
+        if result_file.exists() and json.loads(result_file.read_text())["steps"] == steps:
+            print(f"[bench_quality] {name}: done before, {result_file}", flush=True)
+        else:
+            print(f"[bench_quality] {name}: {seconds[name]:.3f} s/step -> {steps} steps ...", flush=True)
+            cmd = [sys.executable, __file__, *(argv if argv is not None else sys.argv[1:]), "--worker", name,
+                   "--worker-steps", str(steps)]
+            # Synchronous CPU dispatch: with asynchronous dispatch a MACE-TNP worker hung for good
+            # in its first chunk (every XLA thread idle; seen 2026-11-30, as in an evaluation
+            # hang of 2026-11-29); the speed calibration above is unaffected.
+            env = {**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{os.environ.get('PYTHONPATH', '')}",
+                   "JAX_CPU_ENABLE_ASYNC_DISPATCH": "false"}
+            subprocess.run(cmd, check=True, env=env)
+        row = json.loads(result_file.read_text())
         row["seconds_per_step"] = seconds[name]
         report["variants"].append(row)
         print(f"[bench_quality] {name}: {row['steps']} steps, best valid NLL {row['best_valid_nll']:.3f}, "
