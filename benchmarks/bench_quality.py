@@ -299,9 +299,8 @@ def main(argv=None) -> int:
             print(f"[bench_quality] {name}: {seconds[name]:.3f} s/step -> {steps} steps ...", flush=True)
             cmd = [sys.executable, __file__, *(argv if argv is not None else sys.argv[1:]), "--worker", name,
                    "--worker-steps", str(steps)]
-            # Synchronous CPU dispatch: with asynchronous dispatch a MACE-TNP worker hung for good
-            # in its first chunk (every XLA thread idle; seen 2026-11-30, as in an evaluation
-            # hang of 2026-11-29); the speed calibration above is unaffected.
+            # Synchronous CPU dispatch, as the documented Table 1 command uses (an evaluation hung
+            # with asynchronous dispatch on 2026-11-29).
             env = {**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{os.environ.get('PYTHONPATH', '')}",
                    "JAX_CPU_ENABLE_ASYNC_DISPATCH": "false"}
             subprocess.run(cmd, check=True, env=env)

@@ -371,3 +371,21 @@ def test_train_rejects_dataset_of_other_dimension(gauss2):
         mt.train_mace_tnp(mt.MaceTnpConfig.preset("tiny", num_vars=3), gauss2, num_steps=1, progress=False)
     with pytest.raises(TypeError, match="MaceTnpConfig or MaceTnp"):
         mt.train_mace_tnp("tiny", gauss2, num_steps=1, progress=False)
+
+
+def test_own_log_density_equals_the_library_one():
+    """MACE-TNP's training log density (inverse factors) equals mixture_log_prob (the library's
+    one log density, triangular solves) to float tolerance; see objective._log_prob for why
+    MACE-TNP keeps its own formulation."""
+    from activa_ppl.baselines.mace_tnp.objective import _log_prob
+    from activa_ppl.mixture import mixture_log_prob
+
+    rng = np.random.default_rng(0)
+    t, k, d, n = 3, 4, 8, 5
+    logits = rng.normal(size=(t, k)).astype(np.float32)
+    locs = rng.normal(size=(t, k, d)).astype(np.float32)
+    tril = np.tril(rng.normal(size=(t, k, d, d)) * 0.3) + np.eye(d) * rng.uniform(0.5, 2, (t, k, 1, 1))
+    x = rng.normal(size=(t, n, d)).astype(np.float32)
+    ours = _log_prob(logits, locs, jnp.asarray(tril, jnp.float32), x)
+    ref = mixture_log_prob(jax.nn.log_softmax(logits), locs, jnp.asarray(tril, jnp.float32), np.swapaxes(x, 0, 1)).T
+    np.testing.assert_allclose(np.asarray(ours), np.asarray(ref), rtol=1e-4, atol=1e-4)
