@@ -79,8 +79,9 @@ def mixture_log_prob(log_weights, locs, scale_tril, x):
 
     ``log_weights (*batch, K)``, ``locs (*batch, K, d)``, ``scale_tril (*batch, K, d, d)``,
     ``x (..., d)`` broadcasting against ``batch`` → ``(*broadcast(x.shape[:-1], batch))``.
-    Used by :meth:`GaussianMixture.log_prob`, the metrics, ACTIVA's validation NLL and
-    MACE-TNP's objective. Pure and jittable.
+    Used by :meth:`GaussianMixture.log_prob`, the metrics and ACTIVA's validation NLL (MACE-TNP's
+    training step keeps an equal inverse-factor form, see
+    :func:`activa_ppl.baselines.mace_tnp.objective`). Pure and jittable.
     """
     comp = component_log_prob_tril(locs, scale_tril, x)
     return jax.nn.logsumexp(comp + log_weights.astype(comp.dtype), axis=-1)

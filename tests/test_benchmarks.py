@@ -55,3 +55,21 @@ def test_bench_core_quick(tmp_path):
     assert {"single-query predict latency", "batched predict / DoWhy (linear)",
             "batched predict / DoWhy (auto)"} <= goals
     assert {r["route"] for r in data["dowhy"]} == {"linear", "auto"}
+
+
+def test_bench_quality_quick(tmp_path):
+    """benchmarks/bench_quality.py --quick: side-by-side step timing, two variants trained to
+    their step budgets in worker processes, scored next to Gaussian Conditional, table, JSON and
+    learning-curve figure written."""
+    script = SCRIPT.parent / "bench_quality.py"
+    proc = subprocess.run([sys.executable, str(script), "--quick", "--variants", "paper-small,context",
+                           "--out", str(tmp_path)], capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    report = json.loads((tmp_path / "quality.json").read_text())
+    assert [r["variant"] for r in report["variants"]] == ["paper-small", "context"]
+    assert set(report["seconds_per_step"]) == {"paper-small", "context"}
+    for row in report["variants"]:
+        assert row["steps"] >= 5 and row["seconds_per_step"] > 0
+        assert {"all_but_target", "descendants", "non_descendants"} >= set(row["scores"])
+    assert "Gaussian Cond." in (tmp_path / "quality.md").read_text()
+    assert (tmp_path / "learning_curves.png").stat().st_size > 10_000
