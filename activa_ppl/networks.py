@@ -196,7 +196,9 @@ def _cholesky_covariances(cfg: ActivaConfig, h):
 
     ``L`` is lower triangular with diagonal ``softplus(a_i) + cholesky_floor`` (a linear map of
     token i) and strictly-lower entries ``L_ij = p_i · q_j / r`` (pairwise products of two linear
-    maps of the tokens), so the head stays equivariant in the variable order.
+    maps of the tokens). Which entries are "lower" depends on the variable order, so unlike the
+    low-rank head this Σ is not exactly equivariant to permuting the variables (as MACE-TNP's
+    Cholesky head is not); the diagonal floor holds in any order.
     """
     num_b, rank = cfg.decoder_components, cfg.covariance_rank
     p = _per_component(nn.Dense(num_b * rank, name="factor")(h), num_b)  # (..., B, d, r)
