@@ -91,12 +91,14 @@ def make_optimizer(config: TrainConfig):
 
 
 #: The fields of :class:`TrainConfig` that shape the compiled chunk (besides the shapes).
-_STATIC_FIELDS = ("learning_rate", "clip_norm", "lr_schedule", "warmup_steps", "decay_steps",
-                  "samples_per_task", "eval_every")
+_STATIC_FIELDS = ("learning_rate", "clip_norm", "lr_schedule", "warmup_steps", "samples_per_task",
+                  "eval_every")
 
 
 def _static_key(config: TrainConfig) -> tuple:
-    """What the compiled chunk depends on in ``config`` (the cosine's span included)."""
+    """What the compiled chunk depends on in ``config``: :data:`_STATIC_FIELDS`, then the
+    cosine's span (``decay_steps``, or ``num_steps`` for a cosine without one; ``None`` for a
+    constant rate)."""
     decay = config.decay_steps or (config.num_steps if config.lr_schedule != "constant" else None)
     return tuple(getattr(config, f) for f in _STATIC_FIELDS) + (decay,)
 
@@ -177,8 +179,8 @@ def _chunk_function(activa: Activa, static_key: tuple, num_tasks: int, batch_siz
     :func:`activa_ppl.loop.chunk_function` over ``svi.update``; only ``losses[:length]`` are
     meaningful. ``static_key`` is :func:`_static_key` of the training configuration.
     """
-    fields = dict(zip(_STATIC_FIELDS, static_key))
-    optimizer_config = TrainConfig(**{**fields, "decay_steps": static_key[-1]})
+    fields = dict(zip(_STATIC_FIELDS, static_key))  # the last entry is the cosine's span
+    optimizer_config = TrainConfig(**fields, decay_steps=static_key[-1])
     svi = activa.svi(make_optimizer(optimizer_config))
     batch_sharding = None if mesh is None else NamedSharding(mesh, PartitionSpec(DATA_AXIS))
 
