@@ -9,8 +9,9 @@ holds, for every structural causal model (SCM) ``s``:
   ``intervention_index[s, m]`` (the index ``i`` of the value ``v_i`` in the intervention set ``I``);
 * the ground-truth graph ``adjacency[s]: (d, d)`` and its train/valid/test ``split[s]``.
 
-Datasets are stored on disk without pickle as a directory holding ``data.npz`` (all arrays) and
-``manifest.json`` (format, shapes, dtypes, names, metadata and the SHA-256 of ``data.npz``).
+Datasets are stored on disk without pickle as a directory holding ``data-<sha256[:12]>.npz`` (all
+arrays) and ``manifest.json`` (format, shapes, dtypes, names, metadata, and the name and SHA-256
+of the data file; the commit point of a save, :mod:`activa_ppl.dataset_io`).
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ import numpy as np
 
 from activa_ppl._version import __version__
 from activa_ppl.dataset_io import read_dataset_folder, write_dataset_folder
-from activa_ppl.validation import check_values
+from activa_ppl.validation import MAX_INTERVENTIONS, check_values
 
 __all__ = [
     "FORMAT_NAME",
@@ -42,14 +43,14 @@ __all__ = [
 #: Value of the ``format`` field of ``manifest.json``.
 FORMAT_NAME = "activa_ppl.InterventionalDataset"
 #: Value of the ``format_version`` field of ``manifest.json`` written by this module.
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 #: Mapping from split name to the int8 code stored in :attr:`InterventionalDataset.split`.
 SPLIT_CODES: Mapping[str, int] = {"train": 0, "valid": 1, "test": 2}
 
 _EXTRA_PREFIX = "extra/"
 _EXTRA_NAME_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.\-]*$")
 
-# (field name, dtype) of the core arrays, in the order they are written to ``data.npz``.
+# (field name, dtype) of the core arrays, in the order they are written to the data file.
 _CORE_ARRAYS: tuple[tuple[str, type], ...] = (
     ("observational", np.float32),
     ("interventional", np.float32),
@@ -210,6 +211,9 @@ class InterventionalDataset:
                 f"to match observational {_shape_str(obs)}, got {_shape_str(inter)}"
             )
         num_queries = inter.shape[1]
+        if d < 1 or obs.shape[1] < 2 or inter.shape[2] < 1:
+            raise ValueError(f"a dataset needs d >= 1, N_obs >= 2 and N_int >= 1; got observational "
+                             f"{_shape_str(obs)}, interventional {_shape_str(inter)}")
 
         targets = _as_binary("targets", self.targets, np.bool_)
         _expect_shape("targets", targets, (num_scms, num_queries, d), "(S, M, d)")
@@ -244,8 +248,8 @@ class InterventionalDataset:
         ):
             raise ValueError(f"num_interventions must be an int, got {self.num_interventions!r}")
         num_interventions = int(self.num_interventions)
-        if num_interventions < 1:
-            raise ValueError(f"num_interventions must be >= 1, got {num_interventions}")
+        if not 1 <= num_interventions <= MAX_INTERVENTIONS:
+            raise ValueError(f"num_interventions must lie in 1..{MAX_INTERVENTIONS}, got {num_interventions}")
         if index.size and (index.min() < 0 or index.max() >= num_interventions):
             raise ValueError(
                 f"intervention_index values must lie in [0, num_interventions={num_interventions}), "
@@ -436,7 +440,7 @@ class InterventionalDataset:
         )
 
     def _arrays(self) -> dict[str, np.ndarray]:
-        """All arrays keyed by their name in ``data.npz`` (core fields, then ``extra/<name>``)."""
+        """All arrays keyed by their name in the data file (core fields, then ``extra/<name>``)."""
         arrays = {name: getattr(self, name) for name, _ in _CORE_ARRAYS}
         for key in sorted(self.extras):
             arrays[_EXTRA_PREFIX + key] = self.extras[key]
@@ -445,10 +449,10 @@ class InterventionalDataset:
     def save(self, path: str | os.PathLike) -> None:
         """Write the dataset to directory ``path`` (created if needed) without pickle.
 
-        Writes ``data.npz`` (uncompressed; core arrays plus ``extra/<name>``) and then
-        ``manifest.json`` (format name and version, S/M/d, shapes and dtypes of every array,
-        num_interventions, variable_names, metadata, library version and the SHA-256 of
-        ``data.npz``), each atomically (:func:`activa_ppl.dataset_io.write_dataset_folder`).
+        Writes ``data-<sha256[:12]>.npz`` (core arrays plus ``extra/<name>``), then the commit
+        point ``manifest.json`` (format, S/M/d, every array's shape and dtype, num_interventions,
+        variable_names, metadata, library version, the data file's name and SHA-256): a killed
+        save leaves the old or the new dataset (:func:`activa_ppl.dataset_io.write_dataset_folder`).
         """
         write_dataset_folder(path, self._arrays(), {
             "format": FORMAT_NAME,
@@ -468,9 +472,9 @@ class InterventionalDataset:
         """Read a dataset written by :meth:`save`, bit-exactly.
 
         :func:`activa_ppl.dataset_io.read_dataset_folder` verifies the files, the format name and
-        version, the SHA-256 of ``data.npz`` and the shapes and dtypes listed in the manifest
-        (never unpickling); here the core arrays' presence and dtypes and the extras are
-        checked. Raises ValueError on any mismatch.
+        version, the SHA-256 of the data file and the shapes and dtypes listed in the manifest
+        (never unpickling) and the manifest's S/M/d; here the core arrays' presence and dtypes
+        and the extras are checked. Raises ValueError on any mismatch.
         """
         arrays, manifest, data_path = read_dataset_folder(path, FORMAT_NAME, FORMAT_VERSION)
         for name, dtype in _CORE_ARRAYS:

@@ -15,11 +15,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from activa_ppl.checkpoint import CheckpointError
 from activa_ppl.config import ActivaConfig
 from activa_ppl.mixture import GaussianMixture, as_prng_key
 from activa_ppl.model import Activa, predictive_arrays, predictive_mixture
-from activa_ppl.model_io import check_params, read_model_folder, write_model_folder
+from activa_ppl.model_io import read_model_folder, write_model_folder
 from activa_ppl.validation import (as_intervention_indices, as_observation_batch, as_observations,
                                    as_target_masks, check_intervention_index, check_positive_int,
                                    check_seed, resolve_targets)
@@ -237,16 +236,15 @@ def load(path: str | os.PathLike) -> FittedActiva:
     """Load a model saved by :meth:`FittedActiva.save` (never executes code from the files).
 
     Raises:
-        CheckpointError: missing files, wrong format, checksum mismatch, or parameters that do
-            not fit the configuration.
+        CheckpointError: missing files, wrong format, an invalid configuration, checksum
+            mismatch, or parameters that do not fit the configuration (checked against each
+            array's header before its data is read).
     """
-    model_config, params, info, config_path = read_model_folder(path, MODEL_FORMAT, MODEL_FORMAT_VERSION,
-                                                                "ACTIVA")
-    try:
+    def build(model_config):
         activa = Activa(ActivaConfig.from_dict(model_config))
-    except (TypeError, ValueError, KeyError) as e:
-        raise CheckpointError(f"{config_path}: invalid model_config ({e})") from e
-    check_params(expected_param_shapes(activa), params, path)
+        return activa, expected_param_shapes(activa)
+
+    activa, params, info, _ = read_model_folder(path, MODEL_FORMAT, MODEL_FORMAT_VERSION, "ACTIVA", build)
     return FittedActiva(activa=activa, params=params, info=info)
 
 

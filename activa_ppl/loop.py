@@ -13,7 +13,11 @@ Every trained model (ACTIVA in :mod:`activa_ppl.training`, MACE-TNP in
   rate times ``scale``; the optimizer state carries over unchanged).
 
 After each chunk the validation NLL is computed, the best parameters are kept, a JSON line is
-appended to ``metrics.jsonl`` and a checkpoint is written atomically (``workdir``). A killed run
+appended to ``metrics.jsonl`` and a checkpoint is written atomically (``workdir``). Each
+checkpoint records the run's configuration and the SHA-256 of its data (:func:`data_digest`);
+a resume with another configuration or on other data is refused with a message naming both, and
+the checkpoint's arrays are checked against the model's state and parameter tree (names,
+shapes, dtypes, from each entry's header before any data is read) and its counters for type. A killed run
 resumes from its last checkpoint and ends bit-identical (on the same machine) to an uninterrupted
 run: all randomness comes from keys inside the state or derived from the step count.
 
@@ -42,17 +46,23 @@ from typing import Any, Callable, Protocol
 import jax
 import jax.numpy as jnp
 import numpy as np
+from flax import traverse_util
 from tqdm.auto import tqdm
 
-from activa_ppl.checkpoint import CheckpointError, load_arrays, save_arrays
+from activa_ppl.checkpoint import CheckpointError, array_digest, load_arrays, read_meta, save_arrays
 from activa_ppl.model_io import flatten_params, unflatten_params
+from activa_ppl.validation import check_positive_int
 
 __all__ = ["Chunks", "LoopResult", "TrainingDiverged", "run", "chunk_function", "all_finite",
            "validation_subset", "merge_overrides", "check_policy", "run_summary", "NONFINITE_POLICIES",
-           "CHECKPOINT_NAME", "METRICS_NAME"]
+           "CHECKPOINT_NAME", "METRICS_NAME", "MAX_EVAL_EVERY", "MAX_STEPS", "data_digest"]
 
 CHECKPOINT_NAME = "checkpoint.npz"
 METRICS_NAME = "metrics.jsonl"
+#: The longest chunk (``eval_every``): its loss buffer holds one float per step.
+MAX_EVAL_EVERY = 10**6
+#: The most optimizer steps of a run (the step counter is an int32).
+MAX_STEPS = 2**31 - 1
 #: The values of ``on_nonfinite``.
 NONFINITE_POLICIES = ("stop", "retry")
 
@@ -79,7 +89,15 @@ class TrainingDiverged(FloatingPointError):
 
 
 class Chunks(Protocol):
-    """What a model's trainer hands to :func:`run` (see the module docstring)."""
+    """What a model's trainer hands to :func:`run` (see the module docstring).
+
+    ``train_arrays`` and ``valid_arrays`` (tuples of arrays) are the data the run trains and
+    validates on; their digest (:func:`data_digest`) goes into every checkpoint, and a resume on
+    other data is refused.
+    """
+
+    train_arrays: tuple
+    valid_arrays: tuple
 
     def run(self, length: int, state) -> tuple[Any, jax.Array]:
         """``length`` optimizer steps from ``state`` in one compiled call: ``(state, losses (length,))``."""
@@ -159,13 +177,39 @@ def all_finite(tree) -> bool:
 
 
 def merge_overrides(config, num_steps: int | None, seed: int | None, overrides: dict):
-    """``config`` (a frozen dataclass) with ``num_steps``, ``seed`` and ``overrides`` replaced."""
+    """``config`` (a frozen dataclass) with ``num_steps``, ``seed`` and ``overrides`` replaced.
+
+    Raises:
+        ValueError: ``num_steps`` above :data:`MAX_STEPS`, ``eval_every`` above
+            :data:`MAX_EVAL_EVERY`, or ``seed`` not an integer in ``0..2**63-1`` (checked
+            before anything is allocated); the message names the field.
+    """
     fields = dict(overrides)
     if num_steps is not None:
         fields["num_steps"] = num_steps
     if seed is not None:
         fields["seed"] = seed
-    return dataclasses.replace(config, **fields)
+    config = dataclasses.replace(config, **fields)
+    for name, bound in (("num_steps", MAX_STEPS), ("eval_every", MAX_EVAL_EVERY)):
+        if check_positive_int(getattr(config, name), name) > bound:
+            raise ValueError(f"{name}: at most {bound} (each step of a chunk keeps its loss in a buffer "
+                             f"of eval_every floats), got {getattr(config, name)}")
+    if isinstance(config.seed, bool) or not isinstance(config.seed, int) or not 0 <= config.seed < 2**63:
+        raise ValueError(f"seed: expected an integer in 0..2**63-1, got {config.seed!r}")
+    return config
+
+
+def data_digest(chunks) -> str:
+    """SHA-256 of the training and validation arrays of ``chunks`` (names, dtypes, shapes, bytes;
+    streamed, no copy of host arrays): the identity of the data a run is on."""
+    def host(x):
+        if getattr(x, "is_fully_addressable", True) is False:  # multi-host: every device holds it all
+            x = x.addressable_shards[0].data
+        return np.asarray(x)
+
+    arrays = {f"{part}/{i}": host(x) for part in ("train_arrays", "valid_arrays")
+              for i, x in enumerate(jax.tree_util.tree_leaves(getattr(chunks, part)))}
+    return array_digest(arrays)
 
 
 def validation_subset(data, num_validation_tasks: int, seed: int):
@@ -234,6 +278,76 @@ def _chunk_fault(losses: np.ndarray, state, step: int) -> str | None:
     return None
 
 
+_NUMBERS = {"step": (int,), "best_step": (int,), "num_state_leaves": (int,), "best_nll": (int, float),
+            "elapsed_s": (int, float), "lr_scale": (int, float), "retries": (int,)}
+
+
+def _check_saved_meta(saved: dict, path: Path) -> None:
+    """Refuse checkpoint metadata whose counters are missing or of the wrong type or range."""
+    defaults = {"elapsed_s": 0.0, "retries": 0, "lr_scale": 1.0}
+    for key, types in _NUMBERS.items():
+        value = saved.get(key, defaults.get(key))
+        ok = not isinstance(value, bool) and isinstance(value, types) and not math.isnan(value)
+        if ok and key != "best_nll":
+            least = -1 if key == "best_step" else 0
+            ok = math.isfinite(value) and value >= least and (key != "lr_scale" or value > 0)
+        if not ok:
+            kind = "a number" if float in types else "a non-negative integer"
+            raise CheckpointError(f"{path}: metadata field {key!r} must be {kind}, got {value!r:.40}")
+
+
+def _differences(saved: dict, meta: dict) -> str:
+    """The configuration fields in which ``saved`` and ``meta`` differ, for an error message."""
+    found = []
+    for part in ("model_config", "train_config"):
+        a, b = saved.get(part), meta.get(part)
+        a, b = (a if isinstance(a, dict) else {}), (b if isinstance(b, dict) else {})
+        found += [f"{part}.{k}: checkpoint {a.get(k)!r:.30}, this run {b.get(k)!r:.30}"
+                  for k in sorted(set(a) | set(b), key=str) if a.get(k) != b.get(k)]
+    return "; ".join(found[:6]) or "format or model"
+
+
+def _describe(dataset) -> str:
+    """A dataset's metadata in a few words (its generator, seed and sizes, where recorded)."""
+    if not isinstance(dataset, dict):
+        return f"{dataset!r:.60}"
+    keys = [k for k in ("generator", "seed", "noise", "num_vars", "num_scms") if k in dataset]
+    return "{" + ", ".join(f"{k!r}: {dataset[k]!r:.30}" for k in keys) + "}" if keys else f"{dataset!r:.80}"
+
+
+def _resume(path: Path, state, params, meta: dict, compatible: Callable, digest: str):
+    """``(state, LoopResult)`` from the checkpoint at ``path``, after checking that it
+    comes from this configuration and this data and holds the arrays of this model."""
+    saved = read_meta(path)
+    if not compatible(saved):
+        raise CheckpointError(f"{path}: written by a run with a different configuration "
+                              f"({_differences(saved, meta)}); use another workdir or resume=False")
+    if saved.get("data_sha256", digest) != digest:
+        raise CheckpointError(
+            f"{path}: written by a run on other data (training and validation arrays with SHA-256 "
+            f"{str(saved.get('data_sha256'))[:16]}…, dataset {_describe(saved.get('dataset'))}); this run's "
+            f"data has SHA-256 {digest[:16]}… (dataset {_describe(meta.get('dataset'))}); use another workdir "
+            "or resume=False")
+    _check_saved_meta(saved, path)
+    template = jax.tree_util.tree_leaves(state)
+    if saved["num_state_leaves"] != len(template):
+        raise CheckpointError(f"{path}: holds {saved['num_state_leaves']} state arrays, this model and "
+                              f"optimizer have {len(template)} (different architecture?)")
+    expected = {f"state/{i:04d}": (tuple(x.shape), np.dtype(x.dtype).str) for i, x in enumerate(template)}
+    expected.update({f"best/{k}": (tuple(v.shape), np.dtype(v.dtype).str)
+                     for k, v in traverse_util.flatten_dict(params, sep="/").items()})
+    arrays, saved = load_arrays(path, expected)  # shapes checked before any data is read
+    leaves = [arrays[f"state/{i:04d}"] for i in range(len(template))]
+    state = _restore_state(state, leaves, path)
+    best = unflatten_params({k[5:]: v for k, v in arrays.items() if k.startswith("best/")})
+    if not all_finite(state) or not all_finite(best):
+        raise CheckpointError(f"{path}: holds NaN/inf values; refusing to resume from it")
+    result = LoopResult(step=saved["step"], best_step=saved["best_step"], best_nll=float(saved["best_nll"]),
+                        best_params=best, elapsed_s=float(saved.get("elapsed_s", 0.0)),
+                        retries=int(saved.get("retries", 0)), lr_scale=float(saved.get("lr_scale", 1.0)))
+    return state, result
+
+
 def run(chunks: Chunks, state, *, num_steps: int, eval_every: int, workdir: str | Path | None,
         resume: bool, meta: dict, compatible: Callable[[dict], bool], finish: Callable,
         restore: Callable = lambda state: state, progress: bool = True, desc: str = "training",
@@ -275,20 +389,11 @@ def run(chunks: Chunks, state, *, num_steps: int, eval_every: int, workdir: str 
     if workdir is not None:
         workdir.mkdir(parents=True, exist_ok=True)
     elapsed_before = 0.0
+    digest = data_digest(chunks) if ckpt_path is not None else None
     if ckpt_path is not None and resume and ckpt_path.exists():
-        arrays, saved = load_arrays(ckpt_path)
-        if not compatible(saved):
-            raise CheckpointError(f"{ckpt_path}: written by a run with a different configuration; "
-                                  "use another workdir or resume=False")
-        leaves = [arrays[f"state/{i:04d}"] for i in range(saved["num_state_leaves"])]
-        state = restore(_restore_state(state, leaves, ckpt_path))
-        best = unflatten_params({k[5:]: v for k, v in arrays.items() if k.startswith("best/")})
-        if not all_finite(state) or not all_finite(best):
-            raise CheckpointError(f"{ckpt_path}: holds NaN/inf values; refusing to resume from it")
-        elapsed_before = float(saved.get("elapsed_s", 0.0))
-        result = LoopResult(step=saved["step"], best_step=saved["best_step"], best_nll=saved["best_nll"],
-                            best_params=best, elapsed_s=elapsed_before,
-                            retries=int(saved.get("retries", 0)), lr_scale=float(saved.get("lr_scale", 1.0)))
+        state, result = _resume(ckpt_path, state, result.best_params, meta, compatible, digest)
+        state = restore(state)
+        elapsed_before = result.elapsed_s
         if result.lr_scale != 1.0:  # the run had halved its learning rate after a non-finite chunk
             chunks = chunks.rescaled(result.lr_scale)
         if writer:
@@ -351,7 +456,7 @@ def run(chunks: Chunks, state, *, num_steps: int, eval_every: int, workdir: str 
                 save_arrays(ckpt_path, arrays, {
                     **meta, "step": result.step, "best_step": result.best_step, "best_nll": result.best_nll,
                     "num_state_leaves": len(leaves), "elapsed_s": record["elapsed_s"],
-                    "lr_scale": result.lr_scale, "retries": result.retries,
+                    "lr_scale": result.lr_scale, "retries": result.retries, "data_sha256": digest,
                 })
             bar.update(length)
             first = next(iter(chunks.train_metrics(losses).values()))

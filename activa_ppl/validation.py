@@ -18,12 +18,15 @@ from typing import Any, Sequence
 
 import numpy as np
 
-__all__ = ["MAX_ABS_VALUE", "as_observations", "as_observation_batch", "as_target_masks",
+__all__ = ["MAX_ABS_VALUE", "MAX_INTERVENTIONS", "as_observations", "as_observation_batch", "as_target_masks",
            "as_intervention_indices", "resolve_targets", "check_intervention_index",
            "check_positive_int", "check_seed", "check_values", "default_names"]
 
 #: The largest magnitude accepted in any data array (observations, interventional samples).
 MAX_ABS_VALUE = 1e15
+#: The most intervention values a dataset may declare (``num_interventions``; each is an
+#: embedding row of the model).
+MAX_INTERVENTIONS = 1 << 16
 
 
 def default_names(d: int) -> tuple[str, ...]:

@@ -11,6 +11,7 @@ examples on every run. Valid prediction inputs are drawn with the shapes of
 from __future__ import annotations
 
 import io
+import json
 import math
 import warnings
 import zipfile
@@ -133,6 +134,48 @@ def small_dataset(**changes) -> InterventionalDataset:
                   extras={"w": rng.normal(size=(s, d, d))})
     fields.update(changes)
     return InterventionalDataset(**fields)
+
+
+def dataset_file(folder: Path) -> Path:
+    """The data file a saved dataset's ``manifest.json`` names (``data-<sha256[:12]>.npz``)."""
+    return Path(folder) / json.loads((Path(folder) / "manifest.json").read_text())["data_file"]
+
+
+# ===================================================================== concurrency ====
+def save_concurrently(objects, folder: Path, times: int = 5) -> list[Exception]:
+    """Each of ``objects`` saved ``times`` times into ``folder`` from its own thread, all at once;
+    returns the exceptions raised."""
+    import threading
+
+    errors: list[Exception] = []
+
+    def writer(obj):
+        try:
+            for _ in range(times):
+                obj.save(folder)
+        except Exception as e:  # noqa: BLE001 (returned)
+            errors.append(e)
+
+    threads = [threading.Thread(target=writer, args=(obj,)) for obj in objects]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return errors
+
+
+# ======================================================================= zip bombs ====
+def write_zip_bomb(zf: zipfile.ZipFile, name: str, shape: tuple, dtype: str = "<f4") -> None:
+    """Add a deflated all-zero ``.npy`` member ``name`` of ``shape`` to ``zf``: the header
+    declares the full size, the file stays about a thousandth of it."""
+    info = zipfile.ZipInfo(name + ".npy")
+    info.compress_type = zipfile.ZIP_DEFLATED
+    nbytes = int(np.prod(shape)) * np.dtype(dtype).itemsize
+    with zf.open(info, "w", force_zip64=True) as f:
+        np.lib.format.write_array_header_1_0(f, {"descr": dtype, "fortran_order": False, "shape": shape})
+        block = bytes(1 << 24)
+        for start in range(0, nbytes, len(block)):
+            f.write(block[:min(len(block), nbytes - start)])
 
 
 # ================================================================= pickle payloads ====

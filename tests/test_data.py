@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 
 import networkx as nx
 import numpy as np
@@ -17,7 +18,7 @@ from activa_ppl.data import (
     TaskArrays,
     load_dataset,
 )
-from helpers import DEEP, FAST, cast, float_array, fuzz, small_dataset, values_ok
+from helpers import DEEP, FAST, cast, dataset_file, float_array, fuzz, small_dataset, values_ok
 
 S, M, N_OBS, N_INT, D = 5, 3, 4, 6, 4
 
@@ -90,7 +91,8 @@ def test_metadata_is_json_normalised():
 def test_save_load_round_trip_is_bit_exact(dataset, tmp_path):
     path = tmp_path / "ds"
     dataset.save(path)
-    assert sorted(os.listdir(path)) == ["data.npz", "manifest.json"]
+    assert sorted(os.listdir(path)) == [dataset_file(path).name, "manifest.json"]
+    assert re.fullmatch(r"data-[0-9a-f]{12}\.npz", dataset_file(path).name)
     loaded = load_dataset(path)
     for name in ("observational", "interventional", "targets", "intervention_index",
                  "intervention_values", "adjacency", "split"):
@@ -102,27 +104,27 @@ def test_save_load_round_trip_is_bit_exact(dataset, tmp_path):
     assert loaded.variable_names == dataset.variable_names
     assert loaded.num_interventions == dataset.num_interventions
     manifest = json.loads((path / "manifest.json").read_text())
-    assert manifest["format"] == FORMAT_NAME and manifest["format_version"] == 1
+    assert manifest["format"] == FORMAT_NAME and manifest["format_version"] == 2
     assert manifest["arrays"]["interventional"]["shape"] == [S, M, N_INT, D]
     assert "extra/weights" in manifest["arrays"]
     # Saving again over an existing directory works and leaves no temp files behind.
     InterventionalDataset.load(path).save(path)
-    assert sorted(os.listdir(path)) == ["data.npz", "manifest.json"]
+    assert sorted(os.listdir(path)) == [dataset_file(path).name, "manifest.json"]
 
 
 def test_load_refuses_checksum_mismatch(dataset, tmp_path):
     dataset.save(tmp_path)
-    data = bytearray((tmp_path / "data.npz").read_bytes())
+    data = bytearray(dataset_file(tmp_path).read_bytes())
     data[len(data) // 2] ^= 0xFF
-    (tmp_path / "data.npz").write_bytes(bytes(data))
+    dataset_file(tmp_path).write_bytes(bytes(data))
     with pytest.raises(ValueError, match="checksum"):
         InterventionalDataset.load(tmp_path)
 
 
-@pytest.mark.parametrize("missing", ["data.npz", "manifest.json"])
+@pytest.mark.parametrize("missing", ["data", "manifest.json"])
 def test_load_refuses_missing_file(dataset, tmp_path, missing):
     dataset.save(tmp_path)
-    os.remove(tmp_path / missing)
+    os.remove(dataset_file(tmp_path) if missing == "data" else tmp_path / missing)
     with pytest.raises(ValueError, match="missing"):
         InterventionalDataset.load(tmp_path)
 

@@ -14,7 +14,7 @@ from activa_ppl.predictors import (Predictor, gaussian_conditional_predictor, li
 from activa_ppl.mixture import GaussianMixture
 from activa_ppl.report import format_table1, parse_dataset_spec, run_evaluation
 from activa_ppl.simulate import linear_dataset
-from helpers import small_dataset
+from helpers import dataset_file, small_dataset
 
 
 @pytest.fixture(scope="module")
@@ -167,7 +167,7 @@ def test_run_evaluation_with_activa_model(tmp_path, gauss2, tiny_fitted):
 def test_run_evaluation_bad_input(tmp_path, saved_dataset, saved_model):
     broken = tmp_path / "broken"
     shutil.copytree(saved_dataset, broken)
-    (broken / "data.npz").write_bytes(b"PK\x03\x04 not a zip")
+    dataset_file(broken).write_bytes(b"PK\x03\x04 not a zip")
     two = tmp_path / "two"
     small_dataset(num_interventions=2, intervention_index=np.ones((4, 2), np.int32)).save(two)
     corrupt_model = tmp_path / "corrupt_model"

@@ -266,6 +266,76 @@ def test_pickle_payload_in_training_checkpoint_refused(tiny_activa, small_data, 
     assert not marker.exists()
 
 
+# ================================================================== resume: same data, same arrays ====
+def test_resume_on_other_data_is_refused_naming_both(tiny_activa, small_data, finished_run):
+    """train(A, workdir=W) then train(B, workdir=W): refused, the message naming both datasets'
+    checksums; A's parameters are never returned labelled as trained on B."""
+    workdir, _, good, config = finished_run
+    other = ap.simulate.linear_dataset(num_scms=20, num_vars=2, num_samples=10, seed=1)
+    with pytest.raises(CheckpointError, match="other data") as info:
+        ap.train(tiny_activa, other, config=config, workdir=workdir, progress=False)
+    digest_a = load_arrays(workdir / CHECKPOINT_NAME)[1]["data_sha256"]
+    assert digest_a[:16] in str(info.value) and "'seed': 1" in str(info.value)
+    assert (workdir / CHECKPOINT_NAME).read_bytes() == good
+
+
+def test_resume_with_other_configuration_names_the_fields(tiny_activa, small_data, finished_run):
+    workdir, _, _, config = finished_run
+    with pytest.raises(CheckpointError, match="train_config.batch_size: checkpoint 4, this run 8"):
+        ap.train(tiny_activa, small_data, config=dataclasses.replace(config, batch_size=8), workdir=workdir,
+                 progress=False)
+
+
+@pytest.mark.parametrize("damage", ["reshaped", "missing", "retyped", "extra"])
+def test_checkpoint_arrays_must_fit_the_parameter_tree(tiny_activa, small_data, finished_run, damage):
+    """A checkpoint with a valid checksum but wrong-shaped, missing, retyped or extra ``best/``
+    arrays is refused before training could write an unloadable model."""
+    workdir, _, _, config = finished_run
+    arrays, meta = load_arrays(workdir / CHECKPOINT_NAME)
+    name = sorted(k for k in arrays if k.startswith("best/"))[0]
+    if damage == "reshaped":
+        arrays[name] = np.zeros(arrays[name].shape + (2,), arrays[name].dtype)
+    elif damage == "missing":
+        del arrays[name]
+    elif damage == "retyped":
+        arrays[name] = arrays[name].astype(np.float64)
+    else:
+        arrays["best/evil/kernel"] = np.zeros(3, np.float32)
+    save_arrays(workdir / CHECKPOINT_NAME, arrays, meta)
+    with pytest.raises(CheckpointError, match="do not fit"):
+        ap.train(tiny_activa, small_data, config=dataclasses.replace(config, num_steps=6), workdir=workdir,
+                 progress=False)
+
+
+@pytest.mark.parametrize("key, value", [("num_state_leaves", None), ("step", None), ("best_nll", None),
+                                        ("step", "4"), ("num_state_leaves", 2.5), ("best_nll", [1]),
+                                        ("lr_scale", 0), ("retries", -1)])
+def test_checkpoint_metadata_of_the_wrong_type_is_refused(tiny_activa, small_data, finished_run, key, value):
+    """Missing counters or counters of the wrong type: a CheckpointError naming the field, never a
+    KeyError or TypeError."""
+    workdir, _, _, config = finished_run
+    arrays, meta = load_arrays(workdir / CHECKPOINT_NAME)
+    if value is None:
+        del meta[key]
+    else:
+        meta[key] = value
+    save_arrays(workdir / CHECKPOINT_NAME, arrays, meta)
+    with pytest.raises(CheckpointError, match=f"metadata field {key!r}"):
+        ap.train(tiny_activa, small_data, config=dataclasses.replace(config, num_steps=6), workdir=workdir,
+                 progress=False)
+
+
+@pytest.mark.parametrize("change, message", [
+    (dict(eval_every=2 * 10**9), "eval_every: at most 1000000"),
+    (dict(num_steps=2**40), "num_steps: at most"),
+    (dict(seed=2**70), "seed: expected an integer in 0..2\\*\\*63-1"),
+    (dict(seed=-1), "seed: expected an integer in 0..2\\*\\*63-1"),
+])
+def test_run_sizes_checked_before_allocating(tiny_activa, small_data, change, message):
+    with pytest.raises(ValueError, match=message):
+        ap.train(tiny_activa, small_data, **change, progress=False)
+
+
 # ================================================================================ slow tier ====
 @pytest.mark.slow
 def test_real_divergence_after_a_good_checkpoint(tiny_activa, small_data, tmp_path):

@@ -13,9 +13,8 @@ import numpy as np
 
 from activa_ppl.baselines.mace_tnp.config import MaceTnpConfig
 from activa_ppl.baselines.mace_tnp.objective import init_params, predict_arrays
-from activa_ppl.checkpoint import CheckpointError
 from activa_ppl.mixture import GaussianMixture
-from activa_ppl.model_io import check_params, read_model_folder, write_model_folder
+from activa_ppl.model_io import read_model_folder, write_model_folder
 from activa_ppl.validation import as_observations, resolve_targets
 
 __all__ = ["FittedMaceTnp", "load_mace_tnp", "MODEL_FORMAT", "MODEL_FORMAT_VERSION"]
@@ -123,11 +122,10 @@ def load_mace_tnp(path: str | os.PathLike) -> FittedMaceTnp:
         CheckpointError: missing files, another format (e.g. an ACTIVA model), checksum
             mismatch, or parameters that do not fit the configuration.
     """
-    raw_config, params, info, config_path = read_model_folder(path, MODEL_FORMAT, MODEL_FORMAT_VERSION,
-                                                              "MACE-TNP")
-    try:
+    def build(raw_config):
         model_config = MaceTnpConfig.from_dict(raw_config)
-    except (TypeError, ValueError, KeyError) as e:
-        raise CheckpointError(f"{config_path}: invalid model_config ({e})") from e
-    check_params(jax.eval_shape(lambda k: init_params(model_config, k), jax.random.PRNGKey(0)), params, path)
+        return model_config, jax.eval_shape(lambda k: init_params(model_config, k), jax.random.PRNGKey(0))
+
+    model_config, params, info, _ = read_model_folder(path, MODEL_FORMAT, MODEL_FORMAT_VERSION, "MACE-TNP",
+                                                      build)
     return FittedMaceTnp(config=model_config, params=params, info=info)
