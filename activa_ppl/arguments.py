@@ -163,8 +163,9 @@ def train_activa_from_args(args: argparse.Namespace, *,
     the dataset (:func:`training_data_from_args`); ``ActivaConfig.preset(args.preset,
     num_interventions=max(1, |I| of the data))``, with ``--standardize`` the z-scored
     configuration and the dataset's nominal intervention values; :func:`activa_ppl.train`;
-    ``fitted.save(args.out)`` on process 0 only (other processes of a multi-host run write
-    nothing).
+    the training data's ranges in ``fitted.info["training_data"]``
+    (:func:`activa_ppl.model_info.training_data_ranges`); ``fitted.save(args.out)`` on process 0
+    only (other processes of a multi-host run write nothing).
 
     Args:
         args: parsed options of :func:`add_training_arguments` plus ``data`` (and optionally
@@ -208,6 +209,9 @@ def train_activa_from_args(args: argparse.Namespace, *,
 
     if jax.process_index() != 0:  # multi-host: process 0 writes the model
         return fitted
+    from activa_ppl.model_info import training_data_ranges
+
+    fitted.info["training_data"] = training_data_ranges(data)  # checked by predict (model_info)
     if info is not None:
         fitted.info.update(info())
     fitted.save(args.out)

@@ -18,6 +18,8 @@ import numpy as np
 from activa_ppl.config import ActivaConfig
 from activa_ppl.mixture import GaussianMixture, as_prng_key
 from activa_ppl.model import Activa, predictive_arrays, predictive_mixture
+from activa_ppl.model_info import (describe_model, intervention_index, intervention_label, intervention_values,
+                                   training_ranges, warn_if_out_of_range)
 from activa_ppl.model_io import read_model_folder, write_model_folder
 from activa_ppl.validation import (as_intervention_indices, as_observation_batch, as_observations,
                                    as_target_masks, check_intervention_index, check_positive_int,
@@ -95,7 +97,7 @@ def _bucketed(observational: np.ndarray, bucket: bool):
     return padded, (mask,)
 
 
-@dataclasses.dataclass(frozen=True, eq=False)
+@dataclasses.dataclass(frozen=True, eq=False, repr=False)
 class FittedActiva:
     """ACTIVA with trained parameters.
 
@@ -114,7 +116,11 @@ class FittedActiva:
         """The model's :class:`ActivaConfig`."""
         return self.activa.config
 
-    def predict(self, obs: Any, target: Any, intervention: int = 0, seed: Any = 0,
+    def __repr__(self) -> str:
+        size = sum(int(np.size(leaf)) for leaf in jax.tree_util.tree_leaves(self.params))
+        return f"FittedActiva({describe_model(self.info.get('model_name'), self.config.to_dict(), self.info)}, {size:,} parameters)"
+
+    def predict(self, obs: Any, target: Any, intervention: Any = 0, seed: Any = 0,
                 num_latents: int | None = None, bucket: bool = True) -> GaussianMixture:
         """Predict p(V | do(V_target = v_intervention)) from observational samples, zero-shot.
 
@@ -123,7 +129,9 @@ class FittedActiva:
                 names then name the variables).
             target: the intervened variable(s): an index, a column name, a list of them, or a
                 boolean mask of length d.
-            intervention: the index i of the intervention value (0 ≤ i < |I|).
+            intervention: the index i of the intervention value (0 ≤ i < |I|), or the value
+                itself per target, ``{"X0": 5.0}`` (refused when the model was not trained on
+                that value; :func:`~activa_ppl.model_info.intervention_values` lists them).
             seed: int or PRNG key for the latent draws.
             num_latents: S, latent draws (default ``config.num_predictive_latents``).
             bucket: pad the N samples to :func:`sample_bucket` ``(N)`` rows with a mask
@@ -135,7 +143,13 @@ class FittedActiva:
                 its bucket).
 
         Returns:
-            :class:`GaussianMixture` over all d variables with S·B components.
+            :class:`GaussianMixture` over all d variables with S·B components; its
+            ``intervention`` names the query, e.g. ``"do(X0 = 5)"``.
+
+        Warns:
+            OutOfTrainingRangeWarning: ``obs`` is unlike the training data (number of
+                variables or samples, a variable's mean or scale outside the trained range;
+                :mod:`activa_ppl.model_info`).
 
         Raises:
             ValueError: bad input, named in the message: ``obs`` (not a numeric 2-d array with
@@ -148,10 +162,18 @@ class FittedActiva:
         # ``intervention``), then predicted as a batch of one by the path of predict_batch.
         array, names = as_observations(obs, "obs")
         mask = resolve_targets(target, names, "target")
-        index = check_intervention_index(intervention, self.config.num_interventions, "intervention")
+        values = intervention_values(self.config.to_dict(), self.info)
+        targets = [n for n, m in zip(names, mask) if m]
+        index = intervention_index(intervention, values, targets, "intervention")
+        index = check_intervention_index(index, self.config.num_interventions, "intervention")
         seed, num_latents = self._checked_sampling(seed, num_latents)
-        return self._predict_checked(array[None], mask[None], np.array([index], np.int32), seed,
-                                     num_latents, names, bucket, single=True)
+        if "training_data" not in self.info:  # reconstructed once for older models
+            self.info["training_data"] = training_ranges(self.info)
+        warn_if_out_of_range(self.info.get("model_name", "(unnamed)"), self.info["training_data"], array,
+                             standardized=bool(self.config.standardize))
+        mix = self._predict_checked(array[None], mask[None], np.array([index], np.int32), seed,
+                                    num_latents, names, bucket, single=True)
+        return dataclasses.replace(mix, intervention=intervention_label(targets, values[index], index))
 
     def predict_batch(self, observational: Any, targets: Any, intervention_index: Any, seed: Any = 0,
                       num_latents: int | None = None, variable_names=None,

@@ -33,6 +33,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from activa_ppl.mixture_views import MixtureViews
 from activa_ppl.mixture_math import (_component_log_prob, _log_prob, _sample, _total_covariance, _value_stats,
                                      component_log_prob_tril, mixture_log_prob, sample_arrays)
 
@@ -77,8 +78,8 @@ def _is_concrete(x: Any) -> bool:
 
 
 @jax.tree_util.register_dataclass
-@dataclasses.dataclass(frozen=True)
-class GaussianMixture:
+@dataclasses.dataclass(frozen=True, repr=False)
+class GaussianMixture(MixtureViews):
     """A (batched) mixture of multivariate Gaussians over ``d`` variables.
 
     Attributes:
@@ -89,6 +90,8 @@ class GaussianMixture:
         covariance matrices.
       variable_names: optional static tuple of ``d`` variable names (used by
         :meth:`marginal` to select variables by name).
+      intervention: optional static description of the intervention the mixture predicts,
+        e.g. ``"do(X0 = 5.0)"`` (set by ``FittedActiva.predict``; shown in the ``repr``).
 
     Construct with the raw constructor (shapes must match exactly), or with
     :meth:`from_logits` / :meth:`gaussian`, which broadcast their inputs.
@@ -102,6 +105,7 @@ class GaussianMixture:
     variable_names: tuple[str, ...] | None = dataclasses.field(
         default=None, metadata={"static": True}
     )
+    intervention: str | None = dataclasses.field(default=None, metadata={"static": True})
 
     # ------------------------------------------------------------------ checks
     def __post_init__(self) -> None:
@@ -324,12 +328,14 @@ class GaussianMixture:
             raise ValueError(f"x must have shape (..., d) with d={d}; got shape {x.shape}")
         return _log_prob(self.weights, self.locs, self.covariances, x)
 
-    def sample(self, n: int, seed: Any) -> jax.Array:
+    def sample(self, n: int, seed: Any, as_frame: bool = False) -> jax.Array:
         """Draw ``n`` independent samples per batch element.
 
         Args:
           n: number of samples.
           seed: an integer seed or a JAX PRNG key (deterministic given seed).
+          as_frame: return a ``pandas.DataFrame`` with the variable names as columns
+            (:meth:`to_dataframe`) instead of an array.
 
         Returns:
           ``(n, *batch_shape, d)`` samples.
@@ -339,6 +345,8 @@ class GaussianMixture:
         """
         if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
             raise ValueError(f"n (the number of samples) must be a positive integer; got {n!r}")
+        if as_frame:
+            return self.to_dataframe(n, seed)
         return _sample(self.weights, self.locs, self.covariances, as_prng_key(seed), int(n))
 
     # ------------------------------------------------------------- structure
@@ -392,7 +400,7 @@ class GaussianMixture:
             names = tuple(self.variable_names[i] for i in idx)
         locs = self.locs[..., idx]
         covs = self.covariances[..., idx[:, None], idx[None, :]]
-        return GaussianMixture(self.weights, locs, covs, names)
+        return GaussianMixture(self.weights, locs, covs, names, self.intervention)
 
     def __getitem__(self, index: Any) -> GaussianMixture:
         """Index the batch dimensions, e.g. ``mix[3]`` or ``mix[:, 0]``.
@@ -420,7 +428,7 @@ class GaussianMixture:
         w = self.weights[idx + (slice(None),)]
         m = self.locs[idx + (slice(None),) * 2]
         c = self.covariances[idx + (slice(None),) * 3]
-        return GaussianMixture(w, m, c, self.variable_names)
+        return GaussianMixture(w, m, c, self.variable_names, self.intervention)
 
     def __iter__(self) -> Iterator[GaussianMixture]:
         """Iterate over the first batch dimension."""

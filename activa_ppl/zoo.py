@@ -14,7 +14,10 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from activa_ppl.fitted import FittedActiva, load
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # imported when a model is loaded, so that listing models needs no JAX
+    from activa_ppl.fitted import FittedActiva
 
 __all__ = ["available_models", "load_pretrained", "model_dirs", "resolve_model"]
 
@@ -47,7 +50,16 @@ def load_pretrained(name: str) -> FittedActiva:
     if name not in models:
         listed = ", ".join(sorted(models)) or "none are installed yet"
         raise ValueError(f"no pretrained model named {name!r}; available: {listed}")
-    return load(models[name])
+    return _load_named(models[name], name)
+
+
+def _load_named(path: Path, name: str) -> FittedActiva:
+    """:func:`activa_ppl.fitted.load`, with ``info["model_name"]`` set (warnings and ``repr`` name it)."""
+    from activa_ppl.fitted import load
+
+    fitted = load(path)
+    fitted.info.setdefault("model_name", name)
+    return fitted
 
 
 def resolve_model(name_or_path: str | os.PathLike) -> FittedActiva:
@@ -63,5 +75,5 @@ def resolve_model(name_or_path: str | os.PathLike) -> FittedActiva:
             available ones.
     """
     if Path(name_or_path).exists():
-        return load(name_or_path)
+        return _load_named(Path(name_or_path), Path(name_or_path).resolve().name)
     return load_pretrained(str(name_or_path))
