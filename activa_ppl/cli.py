@@ -2,12 +2,14 @@
 
 Every command reports bad input, a file it cannot read or write, and a training run that
 diverged (NaN/inf loss) as one line ``activa: error: …`` and exits with status 2, without a
-traceback.
+traceback; so are sizes beyond memory and, as an "internal error", anything unforeseen
+(``ACTIVA_DEBUG=1`` re-raises it with its traceback).
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -28,6 +30,10 @@ def _cmd_simulate(args):
     if args.num_samples < 2 or args.num_scms < 1:
         raise ValueError("--num-samples must be at least 2 (a dataset needs 2 samples to be used) "
                          "and --num-scms at least 1")
+    from activa_ppl.memory import check_memory, simulate_bytes
+
+    check_memory(simulate_bytes(args.num_scms, args.num_samples, args.num_vars), f"simulating --num-scms "
+                 f"{args.num_scms} x --num-samples {args.num_samples} x --num-vars {args.num_vars}")
     from activa_ppl.simulate.ambiguous import ambiguous_dataset
     from activa_ppl.simulate.linear import linear_dataset
 
@@ -61,16 +67,27 @@ def _cmd_train(args):
           f"{fitted.info['best_step']}; model written to {args.out}")
 
 
+def _check_out(out: str, data: str, force: bool) -> None:
+    """Refuse an ``--out`` that is the ``--data`` file, or that exists without ``--force``."""
+    out_path = Path(out)
+    if out_path.exists() or out_path.is_symlink():
+        if Path(data).exists() and out_path.resolve() == Path(data).resolve():
+            raise ValueError(f"--out {out}: is the input file --data {data}; write the predictions elsewhere")
+        if not force:
+            raise ValueError(f"--out {out}: exists; pass --force to overwrite it")
+
+
 def _cmd_predict(args):
     import numpy as np
     import pandas as pd
 
     from activa_ppl.zoo import resolve_model
 
+    _check_out(args.out, args.data, args.force)
     frame = read_csv(args.data)
     fitted = resolve_model(args.model)
     targets = [t.strip() for t in args.target.split(",")]
-    targets = [int(t) if t.isdigit() and t not in frame.columns else t for t in targets]
+    targets = [int(t) if t.isascii() and t.isdigit() and t not in frame.columns else t for t in targets]
     mix = fitted.predict(frame, target=targets, intervention=args.intervention, seed=args.seed)
     samples = np.asarray(mix.sample(args.num_samples, args.seed))
     pd.DataFrame(samples, columns=list(mix.variable_names)).to_csv(args.out, index=False)
@@ -104,7 +121,8 @@ def _cmd_models(args):
         print("no pretrained models installed")
     for name, path in models.items():
         card = path / "card.md"
-        title = card.read_text().splitlines()[0].lstrip("# ") if card.is_file() else ""
+        lines = card.read_text(encoding="utf-8", errors="replace").splitlines() if card.is_file() else []
+        title = lines[0].lstrip("# ") if lines else ""
         summary = title.split(":", 1)[1].strip() if ":" in title else title
         print(f"{name:12s} {summary}\n{'':12s} {path}")
 
@@ -157,7 +175,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--intervention", type=int, default=0, help="intervention value index i (default 0)")
     p.add_argument("--num-samples", type=int, default=1000)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out", default="samples.csv")
+    p.add_argument("--out", default="samples.csv",
+                   help="CSV of predicted samples (default: samples.csv; never the --data file)")
+    p.add_argument("--force", action="store_true", help="overwrite an existing --out file (default: off)")
     p.set_defaults(func=_cmd_predict)
 
     p = sub.add_parser("evaluate", help="Table 1, Figures 3 and 4 for methods on saved datasets",
@@ -198,6 +218,16 @@ def main(argv=None) -> int:
     except KeyboardInterrupt:
         print("activa: interrupted", file=sys.stderr)
         return 130
+    except (MemoryError, OverflowError, RecursionError) as e:  # sizes beyond what the checks foresaw
+        print(f"activa: error: {type(e).__name__}: {' '.join(str(e).split())[:300]} (input too large?)",
+              file=sys.stderr)
+        return 2
+    except Exception as e:  # noqa: BLE001 (the one-line contract: no traceback reaches a user)
+        if os.environ.get("ACTIVA_DEBUG"):
+            raise
+        print(f"activa: error: internal error, {type(e).__name__}: {' '.join(str(e).split())[:300]} "
+              "(please report it; ACTIVA_DEBUG=1 shows the traceback)", file=sys.stderr)
+        return 2
     return 0
 
 

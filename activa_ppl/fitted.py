@@ -16,6 +16,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from activa_ppl.config import ActivaConfig
+from activa_ppl.memory import check_memory, predict_bytes
 from activa_ppl.mixture import GaussianMixture, as_prng_key
 from activa_ppl.model import Activa, predictive_arrays, predictive_mixture
 from activa_ppl.model_info import (describe_model, intervention_index, intervention_label, intervention_values,
@@ -95,6 +96,17 @@ def _bucketed(observational: np.ndarray, bucket: bool):
         return observational, ()
     padded, mask = pad_samples(observational, sample_bucket(observational.shape[1]))
     return padded, (mask,)
+
+
+def _checked_names(variable_names, d: int) -> tuple[str, ...]:
+    """``variable_names`` as a tuple of ``d`` distinct strings (any iterable), else ValueError."""
+    try:
+        names = None if isinstance(variable_names, (str, bytes)) else tuple(variable_names)
+    except TypeError:
+        names = None
+    if names is None or len(names) != d or not all(isinstance(n, str) for n in names) or len(set(names)) != d:
+        raise ValueError(f"variable_names: expected {d} distinct strings, got {variable_names!r:.200}")
+    return names
 
 
 @dataclasses.dataclass(frozen=True, eq=False, repr=False)
@@ -194,14 +206,15 @@ class FittedActiva:
         Raises:
             ValueError: bad input, named in the message (shapes, dtypes, NaN/inf, magnitude
                 above 1e15, masks that are not 0/1 or target nothing, indices outside
-                ``0..|I|-1``, ``seed``, ``num_latents``, ``variable_names``).
+                ``0..|I|-1``, ``seed``, ``num_latents``, ``variable_names`` not d distinct
+                strings), or a call whose estimated memory exceeds the limit
+                (:mod:`activa_ppl.memory`).
         """
         obs, targets, index, seed, num_latents = self._checked_batch(
             observational, targets, intervention_index, seed, num_latents)
         d = obs.shape[-1]
         if variable_names is not None:
-            if isinstance(variable_names, str) or len(variable_names) != d:
-                raise ValueError(f"variable_names: expected {d} names, got {variable_names!r}")
+            variable_names = _checked_names(variable_names, d)
         return self._predict_checked(obs, targets, index, seed, num_latents, variable_names, bucket)
 
     def _checked_batch(self, observational, targets, intervention_index, seed, num_latents):
@@ -234,6 +247,10 @@ class FittedActiva:
                 compiled call that drops the axis inside (:func:`_single_query_arrays`).
         """
         obs, sample_mask = _bucketed(obs, bucket)
+        q, n, d = obs.shape
+        check_memory(predict_bytes(self.config.to_dict(), q, n, d, num_latents),
+                     f"predicting {q} quer{'y' if q == 1 else 'ies'} of N = {n} samples (padded) and d = {d} "
+                     f"variables with num_latents = {num_latents}")
         if single:
             weights, locs, covariances = _single_query_jit(
                 self.activa, self.params, as_prng_key(seed), jnp.asarray(obs), jnp.asarray(targets),

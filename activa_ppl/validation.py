@@ -212,17 +212,23 @@ def resolve_targets(target: Any, names: Sequence[str], name: str = "target") -> 
         for t in items:
             if isinstance(t, str):
                 if t not in names:
-                    raise ValueError(f"{name}: unknown variable {t!r}; variables are {list(names)}")
+                    raise ValueError(f"{name}: unknown variable {t!r:.60}; variables are {_listed(names)}")
                 mask[list(names).index(t)] = True
             elif isinstance(t, numbers.Integral) and not isinstance(t, (bool, np.bool_)):
                 if not 0 <= int(t) < d:
                     raise ValueError(f"{name}: variable index {int(t)} is out of range for {d} variables")
                 mask[int(t)] = True
             else:
-                raise ValueError(f"{name}: {t!r} is neither a variable name nor an index")
+                raise ValueError(f"{name}: {t!r:.60} is neither a variable name nor an index")
     if not mask.any():
         raise ValueError(f"{name}: no variable is targeted")
     return mask.astype(np.float32)
+
+
+def _listed(names: Sequence[str], most: int = 10) -> str:
+    """``names`` as a list, the first ``most`` of them when there are more (one short line)."""
+    shown = ", ".join(f"{n!r:.40}" for n in list(names)[:most])
+    return f"[{shown}]" if len(names) <= most else f"[{shown}, ...] ({len(names)} in all)"
 
 
 def check_intervention_index(index: Any, num_interventions: int, name: str = "intervention") -> int:

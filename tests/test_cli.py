@@ -214,3 +214,83 @@ def test_cli_reports_unwritable_output_and_divergence(tmp_path, saved_dataset, m
     assert len(lines) == 2 and all(line.startswith("activa: error:") for line in lines)
     assert "Not a directory" in lines[0]
     assert lines[1].startswith("activa: error: training diverged: non-finite loss (nan) at step 3")
+
+
+# ==================================================================== issue 18: nothing lost ====
+def test_predict_never_overwrites_its_input_or_an_existing_file(trained, tmp_path, capsys):
+    """`activa predict --data samples.csv` with the default --out refuses (the input stays);
+    an existing --out needs --force."""
+    pd.DataFrame({"a": [0.0, 1.0, 2.0], "b": [1.0, 0.0, 2.0]}).to_csv(tmp_path / "samples.csv", index=False)
+    before = (tmp_path / "samples.csv").read_bytes()
+    with contextlib.chdir(tmp_path):
+        for force in ([], ["--force"]):
+            code = main(["predict", "--model", str(trained / "model"), "--data", "samples.csv", "--target", "a"]
+                        + force)
+            err = capsys.readouterr().err
+            assert code == 2 and "is the input file --data" in err and err.count("\n") == 1
+        assert (tmp_path / "samples.csv").read_bytes() == before
+        args = ["predict", "--model", str(trained / "model"), "--data", "samples.csv", "--target", "a",
+                "--num-samples", "5", "--out", "pred.csv"]
+        assert main(args) == 0
+        assert main(args) == 2 and "exists; pass --force" in capsys.readouterr().err
+        assert main(args + ["--force"]) == 0
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["simulate", "--num-scms", str(10**9), "--out", "x"], "simulating --num-scms 1000000000"),
+    (["train", "--data", "DATA", "--out", "m", "--eval-every", str(2 * 10**9)], "eval_every: at most"),
+    (["train", "--data", "DATA", "--out", "m", "--seed", str(2**70)], "seed: expected an integer"),
+    (["train", "--data", "DATA", "--out", "m", "--seed", "-1"], "seed: expected an integer"),
+])
+def test_cli_sizes_and_seeds_are_one_line_errors(trained, tmp_path, capsys, monkeypatch, argv, message):
+    monkeypatch.setenv("ACTIVA_MEMORY_LIMIT", "8G")
+    argv = [str(trained / "data") if a == "DATA" else str(tmp_path / a) if a in ("x", "m") else a for a in argv]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("activa: error:") and message in err and err.count("\n") == 1
+
+
+def test_predict_target_and_header_messages(trained, tmp_path, capsys):
+    """`--target ²` is an unknown name (not int()'s message); an unknown target among 10,000
+    columns gives a short line; ANSI escapes in a header are refused, not printed raw."""
+    pd.DataFrame({"a": [0.0, 1.0, 2.0], "b": [1.0, 0.0, 2.0]}).to_csv(tmp_path / "ok.csv", index=False)
+    base = ["predict", "--model", str(trained / "model"), "--out", str(tmp_path / "s.csv")]
+    assert main(base + ["--data", str(tmp_path / "ok.csv"), "--target", "²"]) == 2
+    assert "unknown variable '²'" in capsys.readouterr().err
+    wide = tmp_path / "wide.csv"
+    wide.write_text(",".join(f"v{j}" for j in range(10_000)) + "\n" + ",".join(["1"] * 10_000) + "\n"
+                    + ",".join(["2"] * 10_000) + "\n")
+    assert main(base + ["--data", str(wide), "--target", "nope"]) == 2
+    err = capsys.readouterr().err
+    assert "unknown variable 'nope'" in err and "(10000 in all)" in err and len(err) < 600
+    (tmp_path / "ansi.csv").write_text("\x1b[31mred\x1b[0m,b\n1,2\n3,4\n")
+    assert main(base + ["--data", str(tmp_path / "ansi.csv"), "--target", "b"]) == 2
+    err = capsys.readouterr().err
+    assert "control characters" in err and "\x1b" not in err
+
+
+def test_models_survives_empty_and_binary_cards(tmp_path, capsys, monkeypatch, saved_model):
+    import shutil
+
+    for name, card in (("empty", b""), ("binary", b"\xff\xfe\x00garbage")):
+        shutil.copytree(saved_model, tmp_path / name)
+        (tmp_path / name / "card.md").write_bytes(card)
+    monkeypatch.setenv("ACTIVA_MODELS", str(tmp_path))
+    assert main(["models"]) == 0
+    out = capsys.readouterr().out
+    assert "empty" in out and "binary" in out
+
+
+def test_unforeseen_errors_are_one_line(tmp_path, capsys, monkeypatch):
+    """Anything unforeseen still reaches the user as one `activa: error:` line, status 2."""
+    from activa_ppl import cli
+
+    def broken(args):
+        raise TypeError("something nobody checked")
+
+    monkeypatch.setattr(cli, "_cmd_models", broken)
+    monkeypatch.delenv("ACTIVA_DEBUG", raising=False)
+    assert main(["models"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("activa: error: internal error, TypeError: something nobody checked") and \
+        err.count("\n") == 1

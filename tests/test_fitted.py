@@ -691,3 +691,15 @@ def test_save_keeps_other_files(tiny_fitted, tmp_path):
     tiny_fitted.save(path)
     assert (path / "card.md").read_text() == "# card"
     assert sorted(p.name for p in path.iterdir()) == ["card.md", "config.json", _params(path).name]
+
+
+@pytest.mark.parametrize("names, ok", [(("a", "b"), True), (iter(["a", "b"]), True), (("a", "a"), False),
+                                       (("a", 1), False), ("ab", False), (5, False)])
+def test_predict_batch_variable_names_must_be_distinct_strings(tiny_fitted, names, ok):
+    """A generator is read once; duplicates and non-strings are a ValueError, never a TypeError."""
+    args = (np.zeros((1, 20, 2)), np.array([[1.0, 0.0]]), np.array([0]))
+    if ok:
+        assert tiny_fitted.predict_batch(*args, variable_names=names).variable_names == ("a", "b")
+    else:
+        with pytest.raises(ValueError, match="variable_names: expected 2 distinct strings"):
+            tiny_fitted.predict_batch(*args, variable_names=names)
