@@ -46,6 +46,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import json
 from functools import partial
 from pathlib import Path
 from typing import Any, Callable, NamedTuple
@@ -333,7 +334,13 @@ def _same_run(meta: dict, model_config: dict, config: TrainConfig) -> bool:
     ours = {k: v for k, v in config.to_dict().items() if k not in free}
     saved = {k: v for k, v in {**TrainConfig().to_dict(), **meta.get("train_config", {})}.items()
              if k not in free}
-    return meta.get("model_config") == model_config and saved == ours
+    return _as_json(meta.get("model_config")) == _as_json(model_config) and _as_json(saved) == _as_json(ours)
+
+
+def _as_json(value):
+    """``value`` as read back from JSON (tuples become lists), for comparing a live
+    configuration with a checkpoint's."""
+    return json.loads(json.dumps(value))
 
 
 def train(activa: Activa, data: InterventionalDataset, num_steps: int | None = None,

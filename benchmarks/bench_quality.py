@@ -67,6 +67,13 @@ VARIANTS: dict[str, tuple[dict, dict]] = {
     "context-lr1e-3": ({"decoder_context": True}, {"learning_rate": 1e-3}),
     "context-particles1": ({"decoder_context": True, "num_particles": 1}, {}),
     "context-batch64": ({"decoder_context": True}, {"batch_size": 64}),
+    # Round 2: on top of the round-1 winner (context + 32-sample subsets).
+    "cs-beta1": ({"decoder_context": True, "beta": 1.0}, {"samples_per_task": 32}),
+    "cs-lr1e-3": ({"decoder_context": True}, {"samples_per_task": 32, "learning_rate": 1e-3}),
+    "cs-particles1": ({"decoder_context": True, "num_particles": 1}, {"samples_per_task": 32}),
+    "cs-mid": ({"decoder_context": True, "embed_dim": 64, "hidden_dim": 128, "covariance_rank": 32},
+               {"samples_per_task": 32}),
+    "cs-batch64": ({"decoder_context": True}, {"samples_per_task": 32, "batch_size": 64}),
     "mace-tnp": ({}, {}),
 }
 
@@ -283,11 +290,17 @@ def main(argv=None) -> int:
     names = args.variants.split(",")
     report["load_at_calibration"] = os.getloadavg()[0]
     calibration_file = out / "calibration.json"
-    if calibration_file.exists():  # a resumed comparison keeps its step counts
-        seconds = json.loads(calibration_file.read_text())
-    else:
-        print(f"[bench_quality] timing {len(names)} variants side by side ...", flush=True)
-        seconds = calibrate(args, names)
+    seconds = json.loads(calibration_file.read_text()) if calibration_file.exists() else {}
+    missing = [n for n in names if n not in seconds]  # a resumed comparison keeps its step counts
+    if missing:
+        # New variants are timed beside one already-timed reference, and put on the cached scale
+        # by the reference's ratio, so every step budget stays a side-by-side measurement.
+        reference = next(iter(seconds), None)
+        print(f"[bench_quality] timing {len(missing)} variants side by side"
+              f"{f' with the reference {reference}' if reference else ''} ...", flush=True)
+        timed = calibrate(args, missing + ([reference] if reference else []))
+        scale = seconds[reference] / timed[reference] if reference else 1.0
+        seconds.update({n: timed[n] * scale for n in missing})
         calibration_file.write_text(json.dumps(seconds, indent=1) + "\n")
     report["seconds_per_step"] = seconds
     for name in names:

@@ -125,3 +125,15 @@ def test_schedule_subsets_and_budget_in_a_run(data, tmp_path):
 def test_train_config_rejects_bad_variant_fields(field, value):
     with pytest.raises(ValueError, match=field):
         TrainConfig(**{field: value})
+
+
+def test_standardized_context_run_resumes(data, tmp_path):
+    """A standardized model (whose config holds the tuple ``intervention_values``, a list once
+    read back from the checkpoint's JSON) resumes from its workdir and extends its run."""
+    activa = ap.Activa(ap.ActivaConfig.preset("tiny", **TINY, standardize=True, intervention_values=(5.0,),
+                                              decoder_context=True))
+    config = TrainConfig(num_steps=2, eval_every=2, batch_size=8, num_validation_tasks=8, samples_per_task=6)
+    ap.train(activa, data, config=config, workdir=tmp_path, progress=False)
+    longer = ap.train(activa, data, config=config, num_steps=4, workdir=tmp_path, progress=False)
+    records = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records] == [2, 4] and longer.info["num_steps"] == 4
