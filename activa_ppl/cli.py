@@ -14,7 +14,6 @@ import sys
 from pathlib import Path
 
 from activa_ppl.arguments import add_training_arguments
-from activa_ppl.csv_input import read_csv
 
 __all__ = ["main", "build_parser"]
 
@@ -78,27 +77,12 @@ def _check_out(out: str, data: str, force: bool) -> None:
 
 
 def _cmd_predict(args):
-    import numpy as np
-    import pandas as pd
+    from activa_ppl.predict_report import run_predict
 
-    from activa_ppl.zoo import resolve_model
-
-    _check_out(args.out, args.data, args.force)
-    frame = read_csv(args.data)
-    fitted = resolve_model(args.model)
-    targets = [t.strip() for t in args.target.split(",")]
-    targets = [int(t) if t.isascii() and t.isdigit() and t not in frame.columns else t for t in targets]
-    mix = fitted.predict(frame, target=targets, intervention=args.intervention, seed=args.seed)
-    samples = np.asarray(mix.sample(args.num_samples, args.seed))
-    pd.DataFrame(samples, columns=list(mix.variable_names)).to_csv(args.out, index=False)
-    obs_mean = frame.to_numpy(dtype=float).mean(0)
-    print(f"do({', '.join(map(str, targets))}) with intervention index {args.intervention}: "
-          f"{mix.num_components}-component Gaussian mixture")
-    print(f"{'variable':>12} {'obs. mean':>10} {'pred. mean':>10} {'pred. sd':>9} {'ATE':>8}")
-    sd = np.sqrt(np.diag(np.asarray(mix.covariance)))
-    for name, m0, m1, s in zip(mix.variable_names, obs_mean, np.asarray(mix.mean), sd):
-        print(f"{name:>12} {m0:10.3f} {m1:10.3f} {s:9.3f} {m1 - m0:8.3f}")
-    print(f"wrote {args.num_samples} samples to {args.out}")
+    for out in (args.out, args.json, args.plot):
+        if out:
+            _check_out(out, args.data, args.force)
+    run_predict(args)
 
 
 def _cmd_evaluate(args):
@@ -116,6 +100,10 @@ def _cmd_evaluate(args):
 def _cmd_models(args):
     from activa_ppl.zoo import available_models
 
+    import json
+
+    from activa_ppl.model_info import describe_model
+
     models = available_models()
     if not models:
         print("no pretrained models installed")
@@ -124,7 +112,9 @@ def _cmd_models(args):
         lines = card.read_text(encoding="utf-8", errors="replace").splitlines() if card.is_file() else []
         title = lines[0].lstrip("# ") if lines else ""
         summary = title.split(":", 1)[1].strip() if ":" in title else title
-        print(f"{name:12s} {summary}\n{'':12s} {path}")
+        saved = json.loads((path / "config.json").read_text())
+        about = describe_model(None, saved.get("model_config", {}), saved.get("info", {})).split(", ", 1)[1]
+        print(f"{name:12s} {summary}\n{'':12s} {about}\n{'':12s} {path}")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -168,13 +158,32 @@ def build_parser() -> argparse.ArgumentParser:
     add_training_arguments(p)  # shared with inference/train.py (activa_ppl.arguments)
     p.set_defaults(func=_cmd_train)
 
-    p = sub.add_parser("predict", help="predict p(V | do(target)) for observational data in a CSV")
-    p.add_argument("--model", required=True, help="zoo name (see `activa models`) or model folder")
-    p.add_argument("--data", required=True, help="CSV of observational samples, header = variable names")
-    p.add_argument("--target", required=True, help="intervened column name(s) or index(es), comma-separated")
-    p.add_argument("--intervention", type=int, default=0, help="intervention value index i (default 0)")
-    p.add_argument("--num-samples", type=int, default=1000)
-    p.add_argument("--seed", type=int, default=0)
+    p = sub.add_parser("predict", help="predict p(V | do(target)) for observational data in a CSV",
+                       description="Predict the joint distribution of every variable after intervening on "
+                       "--target, zero-shot, from observational samples; print it per variable and as "
+                       "modes (more than one: the data leave the causal effect ambiguous). Warns when the "
+                       "input is unlike the model's training data (--strict: error).")
+    p.add_argument("--model", required=True, help="zoo name (see `activa models`) or model folder (required)")
+    p.add_argument("--data", required=True,
+                   help="CSV of observational samples, header = variable names (required)")
+    p.add_argument("--target", required=True,
+                   help="intervened column name(s) or index(es), comma-separated (required)")
+    p.add_argument("--value", type=float, default=None,
+                   help="intervention value, e.g. 5 for do(X0 = 5); must be one the model was trained on "
+                   "(listed by `activa models`; default: the value of --intervention)")
+    p.add_argument("--intervention", type=int, default=None,
+                   help="intervention value by index i instead of --value (default 0)")
+    p.add_argument("--num-samples", type=int, default=1000,
+                   help="predicted samples written to --out (default 1000)")
+    p.add_argument("--seed", type=int, default=0, help="random seed of the prediction and the samples (default 0)")
+    p.add_argument("--strict", action="store_true",
+                   help="an input outside the training data's range is an error, not a warning (default: off)")
+    p.add_argument("--json", default=None, metavar="PATH",
+                   help="also write the report (per-variable table, modes, warnings) as JSON (default: none)")
+    p.add_argument("--plot", default=None, metavar="PATH",
+                   help="also plot observed vs predicted samples to this image, e.g. out.png (default: none)")
+    p.add_argument("--plot-vars", default=None, metavar="A[,B]",
+                   help="one or two variables of --plot (default: the first two)")
     p.add_argument("--out", default="samples.csv",
                    help="CSV of predicted samples (default: samples.csv; never the --data file)")
     p.add_argument("--force", action="store_true", help="overwrite an existing --out file (default: off)")
@@ -198,7 +207,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=_cmd_evaluate)
 
-    p = sub.add_parser("models", help="list the pretrained models")
+    p = sub.add_parser("models", help="list the pretrained models with their intervention values")
     p.set_defaults(func=_cmd_models)
     return parser
 

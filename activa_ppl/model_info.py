@@ -55,7 +55,7 @@ def intervention_values(model_config: Mapping[str, Any], info: Mapping[str, Any]
     """The value ``v_i`` of each intervention index ``i`` (``None`` where it is not recorded)."""
     count = int(model_config.get("num_interventions") or 1)
     if model_config.get("intervention_values"):
-        return [float(v) for v in model_config["intervention_values"]]
+        return [None if v is None else float(v) for v in model_config["intervention_values"]]
     dataset = info.get("dataset") or {}
     if "intervention_value" in dataset and count == 1:
         return [float(dataset["intervention_value"])]
@@ -70,7 +70,8 @@ def describe_model(name: str | None, model_config: Mapping[str, Any], info: Mapp
     dataset = info.get("dataset") or {}
     values = intervention_values(model_config, info)
     shown = ", ".join(f"{i}: {'?' if v is None else f'{v:g}'}" for i, v in enumerate(values))
-    parts = [name or "ACTIVA", f"do(target = value), values by index {{{shown}}}"]
+    parts = [name or "ACTIVA", f"do(target = {shown.split(': ')[1]})" if len(values) == 1
+             else f"do(target = value), values by index {{{shown}}}"]
     d = dataset.get("num_vars") or dataset.get("num_genes")
     if dataset.get("generator"):
         parts.append(f"trained on {dataset['generator']}" + (f" d={d}" if d else ""))
