@@ -119,7 +119,7 @@ def _cmd_models(args):
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of ``activa``."""
-    parser = argparse.ArgumentParser(prog="activa", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="activa", description=__doc__.splitlines()[0].replace("``", ""))
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("demo", help="simulate Gauss 2, train a small model (~2 min), evaluate, plot")

@@ -48,7 +48,7 @@ def main(argv=None) -> dict:
         results["activa --help"] = [_time(activa + ["--help"], env) for _ in range(args.repeats)]
         results["activa models"] = [_time(activa + ["models"], env) for _ in range(args.repeats)]
         predict = activa + ["predict", "--model", args.model, "--data", str(csv), "--target", "X0",
-                            "--out", str(Path(tmp) / "samples.csv")]
+                            "--out", str(Path(tmp) / "samples.csv"), "--force"]
         results["activa predict (first, empty cache)"] = [_time(predict, env)]
         results["activa predict (second, same shape)"] = [_time(predict, env) for _ in range(args.repeats)]
     print(f"{'command':40s} {'median s':>9s}  runs")
