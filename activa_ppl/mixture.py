@@ -36,6 +36,7 @@ import numpy as np
 from activa_ppl.mixture_views import MixtureViews
 from activa_ppl.mixture_math import (_component_log_prob, _log_prob, _sample, _total_covariance, _value_stats,
                                      component_log_prob_tril, mixture_log_prob, sample_arrays)
+from activa_ppl.validation import check_seed
 
 __all__ = [
     "GaussianMixture",
@@ -50,7 +51,6 @@ __all__ = [
 WEIGHT_SUM_ATOL = 1e-4
 
 
-
 def as_prng_key(seed: Any) -> jax.Array:
     """Turn ``seed`` into a JAX PRNG key.
 
@@ -60,11 +60,24 @@ def as_prng_key(seed: Any) -> jax.Array:
         which is returned unchanged.
 
     Returns:
-      A PRNG key usable with ``jax.random`` functions.
+      A PRNG key usable with ``jax.random`` functions; a ``ValueError`` naming ``seed`` otherwise.
     """
+    seed = check_seed(seed)
     if isinstance(seed, (int, np.integer)):
         return jax.random.PRNGKey(int(seed))
     return seed
+
+
+def _points(x: Any, d: int) -> jax.Array:
+    """``x`` as a numeric ``(..., d)`` JAX array, else a ``ValueError`` naming ``x``."""
+    if not isinstance(x, jax.Array):
+        x = np.asarray(x)
+        if x.dtype.kind not in "biuf":
+            raise ValueError(f"x: expected numbers, got an array of dtype {x.dtype} (shape {x.shape})")
+    x = jnp.asarray(x)
+    if x.ndim < 1 or x.shape[-1] != d:
+        raise ValueError(f"x: must have shape (..., d) with d={d}; got shape {x.shape}")
+    return x
 
 
 def _is_array_like(x: Any) -> bool:
@@ -302,11 +315,7 @@ class GaussianMixture(MixtureViews):
           ``(*broadcast(x.shape[:-1], batch_shape), K)`` values
           ``log N(x | mu_k, Sigma_k)`` (without the mixture weights).
         """
-        x = jnp.asarray(x)
-        d = self.num_vars
-        if x.ndim < 1 or x.shape[-1] != d:
-            raise ValueError(f"x must have shape (..., d) with d={d}; got shape {x.shape}")
-        return _component_log_prob(self.locs, self.covariances, x)
+        return _component_log_prob(self.locs, self.covariances, _points(x, self.num_vars))
 
     def log_prob(self, x: Any) -> jax.Array:
         """Mixture log density ``log sum_k w_k N(x | mu_k, Sigma_k)``.
@@ -315,18 +324,14 @@ class GaussianMixture(MixtureViews):
         and a ``logsumexp`` over components.
 
         Args:
-          x: ``(..., d)`` points broadcasting against ``batch_shape``; e.g.
+          x: ``(..., d)`` numeric points broadcasting against ``batch_shape``; e.g.
             ``(n, *batch_shape, d)`` samples or ``(n, d)`` for an unbatched
             mixture.
 
         Returns:
           ``(...)`` log densities, shape ``broadcast(x.shape[:-1], batch_shape)``.
         """
-        x = jnp.asarray(x)
-        d = self.num_vars
-        if x.ndim < 1 or x.shape[-1] != d:
-            raise ValueError(f"x must have shape (..., d) with d={d}; got shape {x.shape}")
-        return _log_prob(self.weights, self.locs, self.covariances, x)
+        return _log_prob(self.weights, self.locs, self.covariances, _points(x, self.num_vars))
 
     def sample(self, n: int, seed: Any, as_frame: bool = False) -> jax.Array:
         """Draw ``n`` independent samples per batch element.
@@ -341,7 +346,7 @@ class GaussianMixture(MixtureViews):
           ``(n, *batch_shape, d)`` samples.
 
         Raises:
-          ValueError: ``n`` is not a positive integer.
+          ValueError: ``n`` is not a positive integer, or ``seed`` neither an integer nor a key.
         """
         if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
             raise ValueError(f"n (the number of samples) must be a positive integer; got {n!r}")

@@ -259,3 +259,33 @@ def test_validation_errors():
         GaussianMixture(np.array([-0.5, 1.5]), locs, covs)
     with pytest.raises(ValueError, match="broadcast"):
         GaussianMixture.from_logits(np.zeros((3, 2)), np.zeros((4, 2, 2)), np.eye(2))
+
+
+@pytest.mark.parametrize("seed", ["a", 1.5, None, True, 2**64, np.zeros(3, np.uint32)],
+                         ids=["str", "float", "None", "bool", "too-big", "3-word-key"])
+@pytest.mark.parametrize("as_frame", [False, True])
+def test_sample_seed_that_is_no_seed_is_a_value_error_naming_it(seed, as_frame):
+    """Issue 18, item 10: ``sample(5, seed="a")`` raised a bare ``TypeError`` from JAX."""
+    mix = GaussianMixture.gaussian(np.zeros(2), np.eye(2))
+    with pytest.raises(ValueError, match="^seed: "):
+        mix.sample(5, seed=seed, as_frame=as_frame)
+    # integers and both kinds of JAX key still sample
+    for good in (3, np.int64(3), jax.random.PRNGKey(3), jax.random.key(3)):
+        assert mix.sample(2, seed=good).shape == (2, 2)
+
+
+@pytest.mark.parametrize("x", [np.array([["a", "b"]]), np.array(["1.0", "2.0"]), [[1.0, "x"]],
+                               np.array([[1.0, 2.0]], dtype=object), np.array([[1 + 1j, 0j]])],
+                         ids=["str", "numeric-text", "mixed-list", "object", "complex"])
+@pytest.mark.parametrize("method", ["log_prob", "component_log_prob"])
+def test_log_prob_of_non_numbers_is_a_value_error_naming_x(x, method):
+    """Issue 18, item 10: ``log_prob(<str array>)`` raised a bare ``TypeError`` from JAX."""
+    mix = GaussianMixture.gaussian(np.zeros(2), np.eye(2))
+    with pytest.raises(ValueError, match=r"^x: expected numbers, got an array of dtype"):
+        getattr(mix, method)(x)
+    with pytest.raises(ValueError, match=r"^x: must have shape \(\.\.\., d\) with d=2"):
+        getattr(mix, method)(np.ones(3))
+    # numbers of any real kind still work, eagerly and under jit
+    for good in ([[0, 1]], np.array([[True, False]]), np.ones((3, 2), np.float16)):
+        assert np.isfinite(np.asarray(getattr(mix, method)(good))).all()
+    assert jax.jit(getattr(mix, method))(jnp.ones((3, 2))).shape[0] == 3
