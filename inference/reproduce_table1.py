@@ -11,6 +11,10 @@ and rewrites the generated blocks of ``docs/results.md`` (between ``<!-- generat
 markers; the prose around them is kept) and of each evaluated zoo model's ``card.md`` (its
 Table 1 rows and the zoo issue's targets, met or not). Outputs of the evaluation go to
 ``docs/results/`` (``table1.md``, ``results.json``, ``records.csv.gz``, figures).
+
+The SERGIO and OOD rows simulate modules of the paper's E. coli and yeast networks, which ship
+with the package (``activa_ppl/simulate/networks/``): nothing outside this project is needed.
+Cards and reports show the command with machine paths replaced (:func:`portable_command`).
 """
 
 from __future__ import annotations
@@ -26,8 +30,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import activa_ppl as ap
+from activa_ppl.model_info import intervention_values
 from activa_ppl.report import (format_ate_table, format_legend, format_table1,
                                run_evaluation, write_json)
+from activa_ppl.simulate.graphs import SHIPPED_NETWORKS, shipped_network_path
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -50,7 +56,7 @@ DATASETS = {
     "beta2": Entry("Beta 2", dict(generator="linear", noise="beta", **LINEAR), "beta2", "mace-tnp-beta2"),
     "gauss8": Entry("Gauss 8", dict(generator="linear", noise="gauss", **LINEAR8), "gauss8", "mace-tnp-gauss8"),
     "beta8": Entry("Beta 8", dict(generator="linear", noise="beta", **LINEAR8), "beta8", "mace-tnp-beta8"),
-    # SERGIO (Appendix C.2): paper scale, 30 cells per condition; graphs from --sergio-networks
+    # SERGIO (Appendix C.2): paper scale, 30 cells per condition; E. coli and yeast modules
     "sergio8": Entry("SERGIO", dict(generator="sergio", preset="in_distribution", num_networks=15000,
                                     num_cells=30, seed=0), "sergio8", "mace-tnp-sergio8"),
     # OOD: 11 genes. ACTIVA's sergio8 model takes d = 11 at inference; MACE-TNP's joint head
@@ -59,10 +65,9 @@ DATASETS = {
                                   seed=1), "sergio8"),
 }
 
-#: E. coli and S. cerevisiae networks of the paper (shipped with the ``avici`` package, see
-#: docs/sergio.md); looked up in ``--sergio-networks``.
-SERGIO_NETWORKS = ("ecoli_transcriptional_network_regulonDB_6_7.tsv",
-                   "yeast_transcriptional_network_Balaji2006.tsv")
+#: E. coli and S. cerevisiae networks of the paper: the copies shipped with the package
+#: (``activa_ppl/simulate/networks/``), or the files of the same names in ``--sergio-networks``.
+SERGIO_NETWORKS = tuple(SHIPPED_NETWORKS.values())
 
 #: Paper Table 1, baseline rows: (dataset, method) -> {(marginal, metric): value}.
 PAPER = {
@@ -232,6 +237,35 @@ CARD_FIELDS = ("embed_dim", "hidden_dim", "num_heads", "num_encoder_blocks", "nu
                "covariance_rank", "standardize")
 
 
+def portable(arg: str) -> str:
+    """A path argument as a card or report may show it: relative to the repository when inside
+    it, ``PATH`` for any other absolute path (no machine paths); other arguments unchanged."""
+    if not os.path.isabs(arg):
+        return arg
+    try:
+        return Path(arg).resolve().relative_to(ROOT).as_posix() or "."
+    except ValueError:
+        return "PATH"
+
+
+def portable_command(command: str) -> str:
+    """``command`` with every absolute path argument (also ``--opt=/abs``) made :func:`portable`."""
+    words = []
+    for word in shlex.split(command):
+        option, eq, value = word.partition("=")
+        words.append(f"{option}={portable(value)}" if eq and option.startswith("--") else portable(word))
+    return " ".join(shlex.quote(w) for w in words)
+
+
+def interventions_line(saved: dict) -> str:
+    """``index 0: do(V_t = 5)`` for each intervention index of a saved ``config.json``."""
+    values = intervention_values(saved["model_config"], saved["info"])
+    shown = ", ".join(f"index {i}: do(V_t = {'value not recorded' if v is None else f'{v:g}'})"
+                      for i, v in enumerate(values))
+    knockout = " (knockouts)" if saved["info"].get("dataset", {}).get("generator") == "sergio" else ""
+    return f"* **Interventions** (the value of each trained intervention index): {shown}{knockout}."
+
+
 def training_block(model_dir: Path) -> str:
     """The generated training summary of a model card, read from the model's ``config.json``
     (an ACTIVA zoo model or a MACE-TNP baseline)."""
@@ -254,6 +288,7 @@ def training_block(model_dir: Path) -> str:
         optimizer = f"AdamW {train['learning_rate']:g} with a cosine schedule"
     return "\n".join([
         f"* **Architecture** (`config.json`): {arch}{objective}.",
+        interventions_line(saved),
         f"* **Data**: {', '.join(f'{k}={v}' for k, v in shape.items())}; {train_scms} training SCMs.",
         f"* **Training**: {info['num_steps']:,} steps of {train['batch_size']} tasks "
         f"(≈ {epochs:.1f} epochs over the training tasks), {optimizer}, "
@@ -266,8 +301,9 @@ def training_block(model_dir: Path) -> str:
 def card_block(report: dict, ds: dict) -> str:
     """The generated part of a model card: the dataset's Table 1 rows and its target checks."""
     one = {**report, "datasets": [ds]}
-    lines = [f"Test split of `{ds['path']}` ({ds['num_scms']} SCMs, {ds['num_tasks']} queries), "
-             f"measured on {report['machine']} by `{report.get('command', 'inference/reproduce_table1.py')}`.",
+    command = portable_command(report.get("command", "python inference/reproduce_table1.py"))
+    lines = [f"Test split of `{portable(str(ds['path']))}` ({ds['num_scms']} SCMs, {ds['num_tasks']} "
+             f"queries), measured on {report['machine']} by `{command}`.",
              "", format_table1(one), ""]
     checks = target_checks(ds)
     if checks:
@@ -291,9 +327,10 @@ def main(argv=None):
     parser.add_argument("--data-dir", default="data", help="where datasets are simulated")
     parser.add_argument("--out", default="docs/results", help="evaluation outputs")
     parser.add_argument("--doc", default="docs/results.md", help="page to update")
-    parser.add_argument("--sergio-networks", default=None,
-                        help="folder with the E. coli and yeast network files of docs/sergio.md (the "
-                        "paper's SERGIO graphs); without it SERGIO uses Erdős–Rényi graphs")
+    parser.add_argument("--sergio-networks", default=None, metavar="DIR",
+                        help="folder with the E. coli and yeast network files "
+                        f"({', '.join(SERGIO_NETWORKS)}) of the SERGIO rows (default: the copies "
+                        "shipped with the package, activa_ppl/simulate/networks/)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--max-scms", type=int, default=None,
                         help="score only the first N SCMs of each test split (default: all)")
@@ -303,9 +340,9 @@ def main(argv=None):
         graphs = [str(Path(args.sergio_networks).resolve() / f) for f in SERGIO_NETWORKS]
         missing = [g for g in graphs if not Path(g).is_file()]
         if missing:
-            parser.error(f"missing network files {missing}; see docs/sergio.md for where to get them")
+            parser.error(f"missing network files {missing}; see docs/sergio.md")
     else:
-        graphs = ["er"]
+        graphs = [str(shipped_network_path(name)) for name in SHIPPED_NETWORKS]
     os.chdir(ROOT)  # paths in the report are relative to the repository root
     zoo = ap.available_models()
     specs = []
@@ -325,8 +362,8 @@ def main(argv=None):
     report = run_evaluation(specs, [], args.out, seed=args.seed, max_scms=args.max_scms,
                             progress=not args.quiet)
     seconds = time.perf_counter() - t0
-    report["command"] = "python inference/reproduce_table1.py " + " ".join(
-        shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:]))
+    report["command"] = portable_command("python inference/reproduce_table1.py " + " ".join(
+        shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:])))
     write_json(Path(args.out) / "results.json", report)
     doc = Path(args.doc)
     text = doc.read_text()

@@ -6,6 +6,8 @@ from pathlib import Path
 
 import pytest
 
+import activa_ppl as ap
+
 ROOT = Path(__file__).resolve().parents[1]
 spec = importlib.util.spec_from_file_location("reproduce_table1", ROOT / "inference" / "reproduce_table1.py")
 r = importlib.util.module_from_spec(spec)
@@ -62,3 +64,36 @@ def test_card_block_and_replace_block():
 def test_training_block_reads_the_shipped_config(model):
     text = r.training_block(ROOT / "models" / model)
     assert "**Architecture**" in text and "**Training**" in text and "best validation NLL" in text
+
+
+def test_cards_show_no_machine_path_and_the_intervention_values():
+    report = {"datasets": [], "machine": "test machine", "average": "task",
+              "command": "python inference/reproduce_table1.py --sergio-networks /opt/x/avici/assets "
+                         f"--data-dir={ROOT / 'data'} --max-scms 500"}
+    ds = _ds("Gauss 8", {("all_but_target", "energy"): 1.0}, {}, {("all_but_target", "energy"): 2.0})
+    ds["path"] = str(ROOT / "data" / "gauss8")
+    block = r.card_block(report, ds)
+    assert "/opt" not in block and str(ROOT) not in block
+    assert "--sergio-networks PATH --data-dir=data --max-scms 500" in block and "`data/gauss8`" in block
+    assert "index 0: do(V_t = 5)" in r.training_block(ROOT / "models" / "gauss2")
+    assert "index 0: do(V_t = 0) (knockouts)" in r.training_block(ROOT / "models" / "sergio8")
+
+
+def test_sergio_rows_run_without_avici(tmp_path, monkeypatch):
+    """The SERGIO path of the command at a tiny scale, on the shipped E. coli and yeast networks,
+    with ``import avici`` failing; only files under tmp_path are written (no card, no docs)."""
+    monkeypatch.setitem(sys.modules, "avici", None)  # import avici raises ImportError
+    monkeypatch.setattr(r, "DATASETS", {"sergio8": r.Entry(
+        "SERGIO", dict(generator="sergio", preset="in_distribution", num_networks=10, num_cells=20, seed=0),
+        None)})
+    monkeypatch.chdir(ROOT)  # main() changes into the repository; restore the directory after
+    doc = tmp_path / "results.md"
+    doc.write_text("".join(f"<!-- generated:{n} -->\n<!-- /generated:{n} -->\n"
+                           for n in ("table1", "ate", "paper", "figure3", "machine")))
+    r.main(["--data-dir", str(tmp_path / "data"), "--out", str(tmp_path / "out"), "--doc", str(doc),
+            "--max-scms", "1", "--quiet"])
+    meta = ap.load_dataset(tmp_path / "data" / "sergio8").metadata
+    assert [g["path"] for g in meta["graph_sources"]] == [
+        f"activa_ppl/simulate/networks/{f}" for f in r.SERGIO_NETWORKS]
+    text = doc.read_text()
+    assert "| SERGIO | Gaussian Cond." in text and str(tmp_path) not in text

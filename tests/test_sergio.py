@@ -499,6 +499,20 @@ def test_simulate_sergio_script(tmp_path):
     assert loaded.interventional.shape == (3, 11, 6, 11) and (loaded.split == 2).all()
     assert loaded.metadata["preset"] == "ood" and loaded.metadata["seed"] == 1
     assert set(report) == {"ood"}
+    # default graphs: the shipped E. coli and yeast networks, recorded without a machine path
+    assert [g["path"] for g in loaded.metadata["graph_sources"]] == [
+        f"activa_ppl/simulate/networks/{f}" for f in graphs.SHIPPED_NETWORKS.values()]
+
+
+def test_shipped_networks_are_the_papers():
+    """The shipped files are the ones sergio8's training data was simulated from (same SHA-256)."""
+    expected = {"ecoli": ("284a74edd33c1a5e6be00d2d4a868fbe8898b535f40393411fc19f12d2c1d3e8", 1565),
+                "yeast": ("1d0f592441b5b35b37c90613f72669d6c22754994188cdb4ac7df69c049d7c3d", 4441)}
+    for name, (sha256, num_genes) in expected.items():
+        network = graphs.load_network(graphs.shipped_network_path(name))
+        assert (network.sha256, network.num_genes) == (sha256, num_genes)
+    with pytest.raises(ValueError, match="shipped networks"):
+        graphs.shipped_network_path("human")
 
 
 def test_technical_noise():

@@ -12,8 +12,10 @@ Three sources of DAGs over ``d`` genes, all returned as ``(d, d)`` bool adjacenc
   (power-law out-degree), then randomly permuted;
 * :func:`extract_module` -- random ``d``-gene modules of a real regulatory network (E. coli,
   S. cerevisiae) by the greedy modularity extraction of Marbach et al. (2009), as in avici's
-  ``Ecoli``/``Yeast`` graph models. The network is read by :func:`load_network` from a
-  user-supplied edge-list file (no network file ships with this package; see ``docs/sergio.md``).
+  ``Ecoli``/``Yeast`` graph models. The network is read by :func:`load_network` from an
+  edge-list file: the paper's two networks ship with the package
+  (:data:`SHIPPED_NETWORKS`, ``activa_ppl/simulate/networks/`` with their source, citation and
+  licence; :func:`shipped_network_path`), or any user-supplied file.
 
 All functions draw from an explicit ``numpy.random.Generator``.
 """
@@ -25,10 +27,12 @@ import functools
 import hashlib
 import math
 import os
+from pathlib import Path
 
 import numpy as np
 
 __all__ = [
+    "SHIPPED_NETWORKS",
     "RegulatoryNetwork",
     "break_cycles_randomly",
     "erdos_renyi_dag",
@@ -36,8 +40,36 @@ __all__ = [
     "graph_levels",
     "load_network",
     "longest_path_lengths",
+    "portable_network_path",
     "scale_free_dag",
+    "shipped_network_path",
 ]
+
+#: The regulatory networks shipped in ``activa_ppl/simulate/networks/`` (the paper's E. coli and
+#: S. cerevisiae networks; README.md there states source, citation and licence): name -> file.
+SHIPPED_NETWORKS = {"ecoli": "ecoli_transcriptional_network_regulonDB_6_7.tsv",
+                    "yeast": "yeast_transcriptional_network_Balaji2006.tsv"}
+_NETWORK_DIR = Path(__file__).resolve().parent / "networks"
+
+
+def shipped_network_path(name: str) -> Path:
+    """Path of the shipped network ``name`` (a key of :data:`SHIPPED_NETWORKS`).
+
+    Raises:
+        ValueError: an unknown name.
+    """
+    if name not in SHIPPED_NETWORKS:
+        raise ValueError(f"unknown network {name!r}; shipped networks: {sorted(SHIPPED_NETWORKS)}")
+    return _NETWORK_DIR / SHIPPED_NETWORKS[name]
+
+
+def portable_network_path(path: str | os.PathLike) -> str:
+    """``path`` as recorded in dataset metadata: a shipped network as
+    ``activa_ppl/simulate/networks/FILE`` (no machine path), any other file as its absolute path."""
+    resolved = Path(path).resolve()
+    if resolved.parent == _NETWORK_DIR and resolved.name in SHIPPED_NETWORKS.values():
+        return f"activa_ppl/simulate/networks/{resolved.name}"
+    return str(resolved)
 
 
 def _check_num_genes(num_genes: int, minimum: int = 1) -> int:
@@ -204,9 +236,9 @@ def load_network(path: str | os.PathLike) -> RegulatoryNetwork:
 
     Each non-empty line not starting with ``#`` is ``regulator target [more columns]``; extra
     columns (e.g. the ``+``/``-`` sign column of the RegulonDB file) are ignored, as in avici,
-    which re-samples interaction signs. Self-loops are dropped. This reads the files avici ships,
+    which re-samples interaction signs. Self-loops are dropped. This reads the paper's files,
     ``ecoli_transcriptional_network_regulonDB_6_7.tsv`` and
-    ``yeast_transcriptional_network_Balaji2006.tsv``.
+    ``yeast_transcriptional_network_Balaji2006.tsv`` (shipped, :func:`shipped_network_path`).
 
     Raises:
         ValueError: missing file, a line with fewer than two columns, or fewer than 2 genes.

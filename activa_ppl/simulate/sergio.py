@@ -56,12 +56,15 @@ from jax.extend.random import threefry_2x32
 from activa_ppl.data import InterventionalDataset, library_version
 from activa_ppl.simulate.splits import split_codes
 from activa_ppl.simulate.graphs import (
+    SHIPPED_NETWORKS,
     RegulatoryNetwork,
     erdos_renyi_dag,
     extract_module,
     load_network,
     longest_path_lengths,
+    portable_network_path,
     scale_free_dag,
+    shipped_network_path,
 )
 
 __all__ = [
@@ -724,9 +727,12 @@ def _graph_sources(graph) -> list:
     for entry in entries:
         if isinstance(entry, RegulatoryNetwork) or entry in ("er", "scale_free"):
             sources.append(entry)
+        elif isinstance(entry, str) and entry in SHIPPED_NETWORKS:
+            sources.append(load_network(shipped_network_path(entry)))
         elif isinstance(entry, (str, os.PathLike)):
             if not os.path.isfile(entry):
-                raise ValueError(f"graph must be 'er', 'scale_free' or the path of a network file; "
+                raise ValueError(f"graph must be 'er', 'scale_free', a shipped network "
+                                 f"{sorted(SHIPPED_NETWORKS)} or the path of a network file; "
                                  f"{os.fspath(entry)!r} is neither")
             sources.append(load_network(entry))
         else:
@@ -741,9 +747,11 @@ def sample_graphs(num_networks: int, num_genes: int, rng: np.random.Generator, g
 
     Args:
         graph: "er" (:func:`~activa_ppl.simulate.graphs.erdos_renyi_dag`), "scale_free"
-            (:func:`~activa_ppl.simulate.graphs.scale_free_dag`), the path of a network edge
-            list (random modules by :func:`~activa_ppl.simulate.graphs.extract_module`), or a
-            sequence of these, one drawn uniformly per network.
+            (:func:`~activa_ppl.simulate.graphs.scale_free_dag`), "ecoli" or "yeast" (the
+            paper's networks, shipped: :data:`~activa_ppl.simulate.graphs.SHIPPED_NETWORKS`),
+            the path of a network edge list (random modules of a network by
+            :func:`~activa_ppl.simulate.graphs.extract_module`), or a sequence of these, one
+            drawn uniformly per network.
         edges_per_var: expected edges per gene (ER) / edges per new gene (scale-free, integer);
             a sequence means one value drawn uniformly per network (default {1, 2, 3}, avici's
             ``neurips-grn`` choices).
@@ -802,7 +810,7 @@ def sergio_dataset(
     (:func:`sample_params`), N observational cells and N cells under each knockout
     ``do(V_i = 0)``, i = 0..d-1 (:func:`simulate_networks`). The paper uses 15,000 networks
     (in-distribution, 8 genes) and 1,800 networks (OOD, 11 genes) with 30 cells per condition,
-    on E. coli / S. cerevisiae modules (pass the network files as ``graph``).
+    on E. coli / S. cerevisiae modules (``graph=["ecoli", "yeast"]``, the shipped networks).
 
     Randomness: ``np.random.default_rng(seed)`` draws the graphs, then the split, then the
     parameters; network s is simulated with ``jax.random.fold_in(jax.random.PRNGKey(seed), s)``.
@@ -889,7 +897,7 @@ def sergio_dataset(
     extras = dict(param_arrays)
     extras.update(level=level.astype(np.int8), obs_cell_type=cell_type[:, 0],
                   int_cell_type=cell_type[:, 1:], graph_source=graph_source, source_genes=source_genes)
-    source_meta = [s if isinstance(s, str) else {"path": os.path.abspath(s.path), "sha256": s.sha256,
+    source_meta = [s if isinstance(s, str) else {"path": portable_network_path(s.path), "sha256": s.sha256,
                                                   "num_genes": s.num_genes} for s in sources]
     metadata = {
         "generator": "sergio",
