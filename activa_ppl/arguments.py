@@ -38,6 +38,17 @@ PRESETS = ("tiny", "small", "paper")
 DEFAULT_STEPS = 5000
 
 
+#: ``(flag, ActivaConfig field, type, help)`` of the options that override one preset field.
+_PRESET_OVERRIDES = (
+    ("--beta", "beta", float, "the KL weight of the β-ELBO (paper: 0.5)"),
+    ("--num-particles", "num_particles", int, "latent draws per task in the ELBO (paper: 4)"),
+    ("--predictive-latents", "num_predictive_latents", int,
+     "latent draws S of the predictive mixture (paper: 10)"),
+    ("--validation-latents", "num_validation_latents", int,
+     "latent draws of the validation NLL (paper: 5)"),
+)
+
+
 def _flag(parser: argparse.ArgumentParser, name: str, help: str) -> None:
     parser.add_argument(name, action="store_true", help=f"{help} (default: off)")
 
@@ -100,6 +111,9 @@ def add_training_arguments(parser: argparse.ArgumentParser, *,
     parser.add_argument("--cholesky-floor", type=float, default=0.05,
                         help="with --covariance-head cholesky: smallest diagonal entry of L "
                         "(default: %(default)s)")
+    for flag, field, kind, what in _PRESET_OVERRIDES:
+        parser.add_argument(flag, type=kind, default=None, help=f"ActivaConfig.{field}: {what} "
+                            "(default: the preset's)")
     parser.add_argument("--lr-schedule", choices=["constant", "warmup_cosine"], default="constant",
                         help="learning-rate schedule (default: %(default)s)")
     parser.add_argument("--warmup-steps", type=int, default=0,
@@ -196,7 +210,10 @@ def train_activa_from_args(args: argparse.Namespace, *,
         standardize = dict(standardize=True, intervention_values=nominal_intervention_values(data))
     config = ActivaConfig.preset(args.preset, num_interventions=max(1, data.num_interventions),
                                  decoder_context=args.decoder_context, covariance_head=args.covariance_head,
-                                 cholesky_floor=args.cholesky_floor, **standardize)
+                                 cholesky_floor=args.cholesky_floor, **standardize,
+                                 **{field: getattr(args, flag[2:].replace("-", "_"))
+                                    for flag, field, _, _ in _PRESET_OVERRIDES
+                                    if getattr(args, flag[2:].replace("-", "_"), None) is not None})
     fitted = training.train(Activa(config), data, num_steps=args.steps, seed=args.seed,
                             batch_size=args.batch_size, learning_rate=args.lr,
                             eval_every=args.eval_every, workdir=args.workdir,

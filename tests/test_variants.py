@@ -137,3 +137,30 @@ def test_standardized_context_run_resumes(data, tmp_path):
     longer = ap.train(activa, data, config=config, num_steps=4, workdir=tmp_path, progress=False)
     records = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in records] == [2, 4] and longer.info["num_steps"] == 4
+
+
+def test_cli_variant_flags_reach_the_configs(tmp_path, monkeypatch):
+    """`activa train`'s model-quality options set the ActivaConfig and TrainConfig fields they name."""
+    from activa_ppl.cli import main
+
+    ap.simulate.linear_dataset(num_scms=10, num_vars=2, num_samples=6, seed=0).save(tmp_path / "d")
+    seen = {}
+
+    def fake_train(activa, data, **kwargs):
+        seen.update(config=activa.config, **kwargs)
+        raise ap.TrainingDiverged("stopped by the test")
+
+    monkeypatch.setattr(training, "train", fake_train)
+    argv = ["train", "--data", str(tmp_path / "d"), "--out", str(tmp_path / "m"), "--preset", "tiny", "--quiet",
+            "--standardize", "--decoder-context", "--beta", "1.0", "--num-particles", "1",
+            "--predictive-latents", "100", "--validation-latents", "20", "--samples-per-task", "4",
+            "--lr-schedule", "warmup_cosine", "--warmup-steps", "3", "--time-budget-s", "60"]
+    assert main(argv) == 2
+    cfg = seen["config"]
+    assert (cfg.standardize, cfg.decoder_context, cfg.beta, cfg.num_particles) == (True, True, 1.0, 1)
+    assert (cfg.num_predictive_latents, cfg.num_validation_latents) == (100, 20)
+    assert (seen["samples_per_task"], seen["lr_schedule"], seen["warmup_steps"], seen["time_budget_s"]) == \
+        (4, "warmup_cosine", 3, 60.0)
+    # without the options, the preset's values (the paper's β, particles and latents)
+    assert main(argv[:7]) == 2
+    assert (seen["config"].beta, seen["config"].num_particles, seen["config"].num_predictive_latents) == (0.5, 2, 10)
