@@ -3,7 +3,8 @@
 Every command reports bad input, a file it cannot read or write, and a training run that
 diverged (NaN/inf loss) as one line ``activa: error: …`` and exits with status 2, without a
 traceback; so are sizes beyond memory and, as an "internal error", anything unforeseen
-(``ACTIVA_DEBUG=1`` re-raises it with its traceback).
+(``ACTIVA_DEBUG=1`` re-raises it with its traceback). The package's own warnings (an input
+unlike the training data, a folder shadowing a zoo model) are one ``activa: warning: …`` line each.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import warnings
 from pathlib import Path
 
 from activa_ppl.arguments import add_training_arguments
@@ -215,6 +217,22 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv=None) -> int:
     """Entry point of the ``activa`` command."""
     args = build_parser().parse_args(argv)
+    python_show = warnings.showwarning
+
+    def show(message, category, filename, lineno, file=None, line=None):
+        """The package's own warnings as one ``activa: warning: …`` line; others as Python shows them."""
+        if category.__module__.startswith("activa_ppl"):
+            print(f"activa: warning: {' '.join(str(message).split())}", file=sys.stderr)
+        else:
+            python_show(message, category, filename, lineno, file, line)
+
+    with warnings.catch_warnings():
+        warnings.showwarning = show
+        return _run(args)
+
+
+def _run(args) -> int:
+    """``args.func(args)``, every failure one ``activa: error:`` line and status 2."""
     try:
         args.func(args)
     except (ValueError, OSError, FloatingPointError) as e:

@@ -3,15 +3,25 @@
 A zoo model is a folder in the :mod:`activa_ppl.fitted` layout plus a ``card.md``. Models are
 looked up, in order, in the folders of ``$ACTIVA_MODELS`` (``os.pathsep``-separated), in the
 package data (``activa_ppl/models``, present in an installed wheel) and in ``models/`` of a
-source checkout.
+source checkout; the first folder holding a name wins (:func:`available_models`).
 
 :func:`resolve_model` is the one place that turns a "model folder or zoo name" argument (``activa
-predict --model``, ``activa evaluate --methods activa:MODEL``) into a model.
+predict --model``, ``activa evaluate --methods activa:MODEL``) into a model. Its lookup order:
+
+1. an existing path, relative to the working directory (``./gauss2``, ``models/mine``, ``gauss2``);
+2. a zoo name, as above.
+
+So a folder ``./gauss2`` in the working directory shadows the zoo model ``gauss2``. When a bare
+name (no path separator) is both, the folder is used and a :class:`ShadowedModelWarning` names
+both (``activa`` prints it as ``activa: warning: …``); write ``./gauss2`` to mean the folder
+without the warning, or the zoo model's path (``activa models`` prints it) to use that one.
+:func:`load_pretrained` never looks in the working directory.
 """
 
 from __future__ import annotations
 
 import os
+import warnings
 from pathlib import Path
 
 from typing import TYPE_CHECKING
@@ -19,7 +29,11 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:  # imported when a model is loaded, so that listing models needs no JAX
     from activa_ppl.fitted import FittedActiva
 
-__all__ = ["available_models", "load_pretrained", "model_dirs", "resolve_model"]
+__all__ = ["ShadowedModelWarning", "available_models", "load_pretrained", "model_dirs", "resolve_model"]
+
+
+class ShadowedModelWarning(UserWarning):
+    """A bare model name given to :func:`resolve_model` is both a path and a zoo model; the path won."""
 
 
 def model_dirs() -> list[Path]:
@@ -66,7 +80,8 @@ def resolve_model(name_or_path: str | os.PathLike) -> FittedActiva:
     """Load a model given as a folder path or a zoo name.
 
     An existing path is loaded with :func:`activa_ppl.fitted.load` (a path takes precedence over
-    a zoo model of the same name); anything else is looked up with :func:`load_pretrained`.
+    a zoo model of the same name, with a :class:`ShadowedModelWarning` naming both when
+    ``name_or_path`` is a bare name); anything else is looked up with :func:`load_pretrained`.
 
     Raises:
         CheckpointError: ``name_or_path`` exists but is not a readable saved ACTIVA model (no
@@ -74,6 +89,13 @@ def resolve_model(name_or_path: str | os.PathLike) -> FittedActiva:
         ValueError: not an existing path and no zoo model of that name; the message lists the
             available ones.
     """
-    if Path(name_or_path).exists():
-        return _load_named(Path(name_or_path), Path(name_or_path).resolve().name)
-    return load_pretrained(str(name_or_path))
+    path = Path(name_or_path)
+    if not path.exists():
+        return load_pretrained(str(name_or_path))
+    text = os.fspath(name_or_path)
+    zoo = available_models().get(text) if not any(s and s in text for s in (os.sep, os.altsep)) else None
+    if zoo is not None and zoo.resolve() != path.resolve():
+        warnings.warn(f"model {text!r}: using the folder {path.resolve()} in the working directory, "
+                      f"not the pretrained model {text!r} ({zoo}); write ./{text} to mean the folder, "
+                      f"or the pretrained model's path to use it", ShadowedModelWarning, stacklevel=2)
+    return _load_named(path, path.resolve().name)
