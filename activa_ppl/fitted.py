@@ -14,8 +14,10 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
+from flax.traverse_util import flatten_dict, unflatten_dict
 
 from activa_ppl.config import ActivaConfig
+from activa_ppl.disk_memo import memoized
 from activa_ppl.memory import check_memory, predict_bytes
 from activa_ppl.mixture import GaussianMixture, as_prng_key
 from activa_ppl.model import Activa, predictive_arrays, predictive_mixture
@@ -288,5 +290,14 @@ def load(path: str | os.PathLike) -> FittedActiva:
 
 
 def expected_param_shapes(activa: Activa):
-    """Parameter shapes of ``activa`` (abstract initialisation: nothing is computed)."""
-    return jax.eval_shape(activa.init_params, jax.random.PRNGKey(0))
+    """Parameter shapes of ``activa`` (abstract initialisation: nothing is computed; remembered
+    across ``activa`` commands by :mod:`activa_ppl.disk_memo`)."""
+    def encode(shapes):
+        return {k: [list(v.shape), np.dtype(v.dtype).str] for k, v in flatten_dict(shapes, sep="/").items()}
+
+    def decode(flat):
+        return unflatten_dict({k: jax.ShapeDtypeStruct(tuple(s), np.dtype(t)) for k, (s, t) in flat.items()},
+                              sep="/")
+
+    return memoized("param_shapes", activa.config.to_dict(),
+                    lambda: jax.eval_shape(activa.init_params, jax.random.PRNGKey(0)), encode, decode)

@@ -33,6 +33,8 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
+from activa_ppl.disk_memo import memoized
+
 __all__ = ["OutOfTrainingRangeWarning", "describe_model", "intervention_index", "intervention_label", "intervention_values",
            "range_problems", "training_data_ranges", "training_ranges", "warn_if_out_of_range"]
 
@@ -176,8 +178,9 @@ def training_ranges(info: Mapping[str, Any]) -> dict[str, Any] | None:
     ``info["dataset"]``, else ``None`` (nothing to check against)."""
     if info.get("training_data"):
         return dict(info["training_data"])
-    try:
-        return _reconstructed(info.get("dataset") or {})
+    dataset = info.get("dataset") or {}
+    try:  # remembered across ``activa`` commands (activa_ppl.disk_memo)
+        return memoized("training_ranges", dataset, lambda: _reconstructed(dataset))
     except (KeyError, TypeError, ValueError):
         return None
 

@@ -25,6 +25,8 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from activa_ppl import disk_memo
+
 __all__ = ["DEFAULT_SEPARATION", "MIN_MODE_WEIGHT", "cache_dir", "enable_compilation_cache", "format_report", "modes",
            "plot_prediction", "prediction_report", "run_predict", "write_json"]
 
@@ -45,7 +47,8 @@ def cache_dir() -> Path | None:
 
 
 def enable_compilation_cache() -> Path | None:
-    """Turn on JAX's persistent compilation cache in :func:`cache_dir`; returns the folder."""
+    """Turn on JAX's persistent compilation cache in :func:`cache_dir`, and the
+    [`disk_memo`][activa_ppl.disk_memo] of start-up results in its ``memo/``; returns the folder."""
     folder = cache_dir()
     if folder is None:
         return None
@@ -55,6 +58,7 @@ def enable_compilation_cache() -> Path | None:
     jax.config.update("jax_compilation_cache_dir", str(folder))
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
     jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
+    disk_memo.enable(folder)  # parameter shapes and reconstructed ranges too (activa_ppl.disk_memo)
     return folder
 
 

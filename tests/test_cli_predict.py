@@ -129,3 +129,6 @@ def test_cli_starts_without_jax_and_predict_fills_the_cache(csvs, tmp_path):
     done = subprocess.run(command, capture_output=True, text=True, env=env)
     assert done.returncode == 0, done.stderr
     assert len(list((tmp_path / "cache").iterdir())) > 5  # the compiled prediction and its helpers
+    # start-up results for the next command (activa_ppl.disk_memo): parameter shapes, ranges
+    assert {p.name.split("-")[0] for p in (tmp_path / "cache" / "memo").iterdir()} == {"param_shapes",
+                                                                                     "training_ranges"}
