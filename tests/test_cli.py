@@ -294,3 +294,50 @@ def test_unforeseen_errors_are_one_line(tmp_path, capsys, monkeypatch):
     err = capsys.readouterr().err
     assert err.startswith("activa: error: internal error, TypeError: something nobody checked") and \
         err.count("\n") == 1
+
+
+def test_issue18_failures_reach_the_user_as_one_line(trained, tmp_path, capsys, monkeypatch):
+    """The issue-18 failures checked at the API elsewhere, here through `activa` as a user meets
+    them: resume on other data, forged model and dataset folders, a prediction beyond the memory
+    limit. Each is one `activa: error:` line, status 2, no traceback."""
+    import json
+    import shutil
+
+    def one_line_error(argv, message):
+        code, err = main(argv), capsys.readouterr().err
+        assert code == 2 and err.startswith("activa: error:") and err.count("\n") == 1, (argv, err)
+        assert message in err and "Traceback" not in err, (argv, err)
+
+    train = ["train", "--preset", "tiny", "--steps", "10", "--eval-every", "10", "--quiet",
+             "--workdir", str(tmp_path / "work")]
+    assert main(train + ["--data", str(trained / "data"), "--out", str(tmp_path / "m1")]) == 0
+    assert main(["simulate", "--num-scms", "40", "--num-samples", "20", "--seed", "2",
+                 "--out", str(tmp_path / "other")]) == 0
+    capsys.readouterr()
+    one_line_error(train + ["--data", str(tmp_path / "other"), "--out", str(tmp_path / "m2")], "other data")
+    assert not (tmp_path / "m2").exists()
+
+    pd.DataFrame({"a": [0.0, 1.0, 2.0], "b": [1.0, 0.0, 2.0]}).to_csv(tmp_path / "ok.csv", index=False)
+    config = json.loads((trained / "model" / "config.json").read_text())
+    long_int = json.dumps(config).replace('"info": {', '"info": {"n": ' + "9" * 5000 + ", ", 1)
+    embed = json.dumps(dict(config, model_config=dict(config["model_config"], embed_dim=2**40)))
+    for text, message in ((embed, "model_config"), (long_int, "not valid JSON")):
+        forged = tmp_path / "forged"
+        shutil.rmtree(forged, ignore_errors=True)
+        shutil.copytree(trained / "model", forged)
+        (forged / "config.json").write_text(text)
+        one_line_error(["predict", "--model", str(forged), "--data", str(tmp_path / "ok.csv"), "--target", "a",
+                        "--out", str(tmp_path / "s.csv"), "--force"], message)
+
+    data = tmp_path / "data"
+    shutil.copytree(trained / "data", data)
+    manifest = json.loads((data / "manifest.json").read_text())
+    (data / "manifest.json").write_text(json.dumps(dict(manifest, num_interventions=10**9)))
+    one_line_error(["train", "--data", str(data), "--out", str(tmp_path / "m3"), "--preset", "tiny"],
+                   "num_interventions must lie in 1..65536")
+
+    rows = tmp_path / "rows.csv"
+    pd.DataFrame(np.ones((2000, 2)), columns=["a", "b"]).to_csv(rows, index=False)
+    monkeypatch.setenv("ACTIVA_MEMORY_LIMIT", "1M")
+    one_line_error(["predict", "--model", str(trained / "model"), "--data", str(rows), "--target", "a",
+                    "--out", str(tmp_path / "s2.csv")], "more than the limit of")
