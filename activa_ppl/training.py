@@ -173,7 +173,7 @@ def _minibatch(key, arrays, num_tasks: int, batch_size: int, samples_per_task: i
 
 @functools.lru_cache(maxsize=8)
 def _chunk_function(activa: Activa, static_key: tuple, num_tasks: int, batch_size: int,
-                    max_length: int, mesh: Mesh | None):
+                    max_length: int, mesh: Mesh | None, shared_embedding: bool = True):
     """``(svi, run)`` for one static configuration, cached.
 
     ``run(state, length, batch_key, *arrays) -> (state, losses (max_length,))`` is the jitted
@@ -182,7 +182,7 @@ def _chunk_function(activa: Activa, static_key: tuple, num_tasks: int, batch_siz
     """
     fields = dict(zip(_STATIC_FIELDS, static_key))  # the last entry is the cosine's span
     optimizer_config = TrainConfig(**fields, decay_steps=static_key[-1])
-    svi = activa.svi(make_optimizer(optimizer_config))
+    svi = activa.svi(make_optimizer(optimizer_config), shared_embedding=shared_embedding)
     batch_sharding = None if mesh is None else NamedSharding(mesh, PartitionSpec(DATA_AXIS))
 
     def minibatch(key, arrays):
@@ -224,13 +224,21 @@ class SVIChunks(NamedTuple):
     batch_key: jax.Array | None = None
 
 
-def svi_chunks(activa: Activa, config: TrainConfig, num_tasks: int) -> SVIChunks:
+def svi_chunks(activa: Activa, config: TrainConfig, num_tasks: int, *,
+               shared_embedding: bool = True) -> SVIChunks:
     """Build the compiled SVI chunk over a training set of ``num_tasks`` tasks.
 
     Each step draws ``config.batch_size`` tasks without replacement, keyed by the optimizer's
     step count (so a resumed run draws the same minibatches as an uninterrupted one), and calls
     ``svi.update`` with ``total_tasks`` scaling, so all ``num_particles`` latent draws of a
     step share one minibatch.
+
+    ``shared_embedding`` (default): the loss is :class:`activa_ppl.model.SharedEmbeddingELBO`,
+    which computes the observational embedding once per step for the prior and the posterior
+    (the same loss and gradients as ``Trace_ELBO`` to float tolerance, one encoder pass fewer;
+    tested in ``tests/test_shared_embedding.py``). ``False``: plain ``Trace_ELBO``, the path
+    before issue 17, kept so that benchmarks can time both side by side. The state, the
+    parameter tree and the checkpoints are the same either way.
 
     The compiled loop is cached on ``(activa.config, learning_rate, clip_norm, num_tasks,
     batch size, eval_every, mesh)``; the seed enters as traced keys, so another seed or another
@@ -252,7 +260,7 @@ def svi_chunks(activa: Activa, config: TrainConfig, num_tasks: int) -> SVIChunks
                 f"size ({batch_size}{' = the number of training tasks' if batch_size < config.batch_size else ''}) "
                 f"must be divisible by {mesh.size}")
     svi, compiled = _chunk_function(activa, _static_key(config), num_tasks, batch_size,
-                                    config.eval_every, mesh)
+                                    config.eval_every, mesh, bool(shared_embedding))
     init_key, valid_key, batch_key = jax.random.split(jax.random.PRNGKey(config.seed), 3)
     batch_key = replicate(batch_key, mesh)
 
