@@ -46,13 +46,13 @@ import argparse
 import dataclasses
 import json
 import os
-import platform
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench_lib
 
 #: name -> (ActivaConfig overrides, TrainConfig overrides), on top of the ``small`` preset with
 #: standardized inputs. ``paper-small`` is Eq. 4 as written (the shipped 8-variable recipe).
@@ -88,12 +88,10 @@ MARGINALS = ("all_but_target", "descendants", "non_descendants")
 
 
 def machine() -> dict:
-    """The machine the numbers come from."""
-    import jax
+    """The machine the numbers come from (:func:`bench_lib.machine.machine_info`)."""
+    from bench_lib.machine import machine_info
 
-    return {"platform": platform.platform(), "processor": platform.processor(), "cpus": os.cpu_count(),
-            "python": platform.python_version(), "jax": jax.__version__,
-            "backend": jax.default_backend()}
+    return machine_info()
 
 
 def _dataset(args):
@@ -207,7 +205,11 @@ def plot_curves(report: dict, path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))
+    finals = sorted(row["curve"][-1]["valid_nll"] for row in report["variants"] if row["curve"])
+    lowest = min(r["valid_nll"] for row in report["variants"] for r in row["curve"])
+    # zoom on the leaders: up to twice the median final NLL (worse curves leave the top edge)
+    top = 2 * finals[len(finals) // 2] if finals else None
     for row in report["variants"]:
         steps = [r["step"] for r in row["curve"]]
         nll = [r["valid_nll"] for r in row["curve"]]
@@ -217,9 +219,11 @@ def plot_curves(report: dict, path: Path) -> None:
     for ax, xlabel in zip(axes, ("compute: steps × measured s/step (min)", "steps")):
         ax.set_xlabel(xlabel)
         ax.set_ylabel("validation NLL per sample")
-        ax.set_yscale("symlog", linthresh=10)
-        ax.grid(alpha=0.3)
-    axes[0].legend(fontsize=8)
+        ax.set_yscale("log")
+        if top is not None:
+            ax.set_ylim(0.95 * lowest, top)
+        ax.grid(alpha=0.3, which="both")
+    axes[1].legend(fontsize=8, loc="upper right")
     fig.suptitle(f"{report['data']}: learning curves (budget {report['budget_s']:.0f} s per variant)")
     fig.tight_layout()
     fig.savefig(path, dpi=120)

@@ -73,3 +73,19 @@ def test_bench_quality_quick(tmp_path):
         assert {"all_but_target", "descendants", "non_descendants"} >= set(row["scores"])
     assert "Gaussian Cond." in (tmp_path / "quality.md").read_text()
     assert (tmp_path / "learning_curves.png").stat().st_size > 10_000
+    # a variant added later is timed beside a cached one; the finished ones are not retrained
+    calibration = json.loads((tmp_path / "calibration.json").read_text())
+    proc = subprocess.run([sys.executable, str(script), "--quick", "--variants", "context,cs-beta1",
+                           "--out", str(tmp_path)], capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "context: done before" in proc.stdout and "with the reference paper-small" in proc.stdout
+    extended = json.loads((tmp_path / "calibration.json").read_text())
+    assert extended["context"] == calibration["context"] and extended["cs-beta1"] > 0
+    # the latent-draw study rescores a finished variant without training it again
+    proc = subprocess.run([sys.executable, str(SCRIPT.parent / "bench_latents.py"), "--quick", "--variant",
+                           "context", "--latents", "2,4", "--out", str(tmp_path)],
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    latents = json.loads((tmp_path / "latents-context.json").read_text())
+    assert set(latents["scores"]) == {"2", "4"} and "all_but_target" in latents["scores"]["2"]
+    assert (tmp_path / "latents-context.md").read_text().startswith("| S |")
