@@ -33,6 +33,8 @@ def check_finite_number(config, name: str) -> float:
 LR_SCHEDULES = ("constant", "warmup_cosine")
 #: The values of ``ActivaConfig.covariance_head``.
 COVARIANCE_HEADS = ("lowrank", "cholesky")
+#: The values of ``ActivaConfig.matmul_dtype``.
+MATMUL_DTYPES = ("float32", "bfloat16")
 
 
 class ConfigBase:
@@ -105,6 +107,12 @@ class ActivaConfig(ConfigBase):
             variable tokens; every component's covariance is then bounded away from singular).
         cholesky_floor: with ``covariance_head="cholesky"``, the smallest diagonal entry of L
             (the networks' units: z-scores under ``standardize``).
+        matmul_dtype: operand type of the transformer matmuls: ``"float32"`` (default, the
+            original computation) or ``"bfloat16"`` (float32 accumulation, float32
+            parameters, heads and normalisation; see :mod:`activa_ppl.networks`): for GPUs and
+            TPUs; on CPUs without native bfloat16 matmuls it is slower. Parameters trained with
+            one run with the other (same tree). Written by :meth:`to_dict` only when not
+            ``"float32"``, so configuration files of float32 models are unchanged.
     """
 
     embed_dim: int = 64
@@ -129,6 +137,21 @@ class ActivaConfig(ConfigBase):
     decoder_context: bool = False
     covariance_head: str = "lowrank"
     cholesky_floor: float = 0.05
+    matmul_dtype: str = "float32"
+
+    #: Fields added after checkpoints existed, with the value older files imply: :meth:`to_dict`
+    #: leaves them out at that value, so files (and resume checks) of models that do not use
+    #: them stay as before.
+    _IMPLIED = {"matmul_dtype": "float32"}
+
+    def to_dict(self) -> dict[str, Any]:
+        """The configuration as a JSON-serialisable dict (fields of :attr:`_IMPLIED` at their
+        implied value left out)."""
+        values = super().to_dict()
+        for name, implied in self._IMPLIED.items():
+            if values[name] == implied:
+                del values[name]
+        return values
 
     def __post_init__(self):
         if self.intervention_values is not None:  # JSON gives a list; keep the config hashable
@@ -139,6 +162,9 @@ class ActivaConfig(ConfigBase):
         for name in ("standardize", "decoder_context"):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"ActivaConfig.{name} must be a bool, got {getattr(self, name)!r}")
+        if self.matmul_dtype not in MATMUL_DTYPES:
+            raise ValueError(f"ActivaConfig.matmul_dtype must be one of {MATMUL_DTYPES}, "
+                             f"got {self.matmul_dtype!r}")
         if self.covariance_head not in COVARIANCE_HEADS:
             raise ValueError(f"ActivaConfig.covariance_head must be one of {COVARIANCE_HEADS}, "
                              f"got {self.covariance_head!r}")

@@ -6,9 +6,17 @@ tokens that attend to each other, and no layer ever mixes a variable's position 
 parameters. This is what lets one trained model take any number of variables ``d``.
 
 Shapes use ``...`` for any leading batch dimensions (tasks, latent draws).
+
+``ActivaConfig.matmul_dtype = "bfloat16"`` runs the matmuls of the dataset embeddings (their
+input projection and every attention block) and of the decoder's attention blocks with
+bfloat16 operands and float32 accumulation (:func:`dense_kwargs`); the heads (prior, posterior,
+the decoder's mixture outputs), layer norms and residuals stay float32, and so do the
+parameters. The default ``"float32"`` passes nothing extra to Flax: bit for bit the original.
 """
 
 from __future__ import annotations
+
+import functools
 
 import flax.linen as nn
 import jax
@@ -17,6 +25,8 @@ import jax.numpy as jnp
 from activa_ppl.config import ActivaConfig
 
 __all__ = [
+    "dense_kwargs",
+    "attention_kwargs",
     "FeedForward",
     "AttentionBlock",
     "DatasetEmbedding",
@@ -26,16 +36,48 @@ __all__ = [
 ]
 
 
+#: ``dot_general`` with float32 results: bfloat16 operands, float32 accumulation and output.
+_DOT_F32 = functools.partial(jax.lax.dot_general, preferred_element_type=jnp.float32)
+
+
+def dense_kwargs(matmul_dtype: str = "float32") -> dict:
+    """Keyword arguments of ``nn.Dense`` for ``ActivaConfig.matmul_dtype``.
+
+    ``"float32"``: none (Flax's defaults, the original computation bit for bit).
+    ``"bfloat16"``: inputs and kernel rounded to bfloat16 for the matmul, accumulated and
+    returned in float32 (``preferred_element_type``); the parameters stay float32
+    (``param_dtype`` is left at its default), so the parameter tree and checkpoints do not change.
+    """
+    if matmul_dtype == "float32":
+        return {}
+    return {"dtype": jnp.bfloat16, "dot_general": _DOT_F32}
+
+
+def attention_kwargs(matmul_dtype: str = "float32") -> dict:
+    """Keyword arguments of ``nn.MultiHeadDotProductAttention`` for ``matmul_dtype``: with
+    ``"bfloat16"`` the q/k/v and output projections as in :func:`dense_kwargs`, the q·k logits
+    in bfloat16, the softmax in float32; none with ``"float32"``."""
+    if matmul_dtype == "float32":
+        return {}
+    return {"dtype": jnp.bfloat16, "qkv_dot_general": _DOT_F32, "out_dot_general": _DOT_F32,
+            "force_fp32_for_softmax": True}
+
+
 class FeedForward(nn.Module):
-    """Two-layer MLP applied to the last axis: ``(..., f_in) -> (..., out_dim)``."""
+    """Two-layer MLP applied to the last axis: ``(..., f_in) -> (..., out_dim)``.
+
+    ``matmul_dtype``: see :func:`dense_kwargs` (the result is float32 either way).
+    """
 
     hidden_dim: int
     out_dim: int
+    matmul_dtype: str = "float32"
 
     @nn.compact
     def __call__(self, x):
-        x = nn.gelu(nn.Dense(self.hidden_dim)(x))
-        return nn.Dense(self.out_dim)(x)
+        kw = dense_kwargs(self.matmul_dtype)
+        x = nn.gelu(nn.Dense(self.hidden_dim, **kw)(x))
+        return nn.Dense(self.out_dim, **kw)(x)
 
 
 class AttentionBlock(nn.Module):
@@ -44,17 +86,22 @@ class AttentionBlock(nn.Module):
     ``x: (..., length, e) -> (..., length, e)``; residual attention, then residual feed-forward.
     The optional ``mask`` (broadcastable to ``(..., num_heads, length, length)``, True = may
     attend) is passed to ``nn.MultiHeadDotProductAttention``; ``None`` attends everywhere.
+    ``matmul_dtype``: the matmuls' operand type (:func:`dense_kwargs`, :func:`attention_kwargs`);
+    layer norms, residuals and the result are float32 either way.
     """
 
     num_heads: int
     hidden_dim: int
+    matmul_dtype: str = "float32"
 
     @nn.compact
     def __call__(self, x, mask=None):
         h = nn.LayerNorm()(x)
-        x = x + nn.MultiHeadDotProductAttention(num_heads=self.num_heads)(h, h, mask=mask)
+        attention = nn.MultiHeadDotProductAttention(num_heads=self.num_heads,
+                                                    **attention_kwargs(self.matmul_dtype))
+        x = x + attention(h, h, mask=mask)
         h = nn.LayerNorm()(x)
-        return x + FeedForward(self.hidden_dim, x.shape[-1])(h)
+        return x + FeedForward(self.hidden_dim, x.shape[-1], self.matmul_dtype)(h)
 
 
 class DatasetEmbedding(nn.Module):
@@ -84,14 +131,14 @@ class DatasetEmbedding(nn.Module):
     def __call__(self, data, intervention, mask=None):
         cfg = self.config
         x = jnp.concatenate([data[..., None], intervention], axis=-1)  # (..., N, d, 1 + |I|)
-        x = nn.Dense(cfg.embed_dim)(x)  # (..., N, d, e)
+        x = nn.Dense(cfg.embed_dim, **dense_kwargs(cfg.matmul_dtype))(x)  # (..., N, d, e)
         # Attention over samples runs on (..., d, N, e): keys masked per dataset, the same for
         # every variable, head and query, i.e. (..., 1, 1, 1, N_kv).
         attn_mask = None if mask is None else mask[..., None, None, None, :]
         for _ in range(cfg.num_encoder_blocks):
-            x = AttentionBlock(cfg.num_heads, cfg.hidden_dim)(x)  # over variables
+            x = AttentionBlock(cfg.num_heads, cfg.hidden_dim, cfg.matmul_dtype)(x)  # over variables
             x = jnp.swapaxes(x, -2, -3)  # (..., d, N, e)
-            x = AttentionBlock(cfg.num_heads, cfg.hidden_dim)(x, attn_mask)  # over samples
+            x = AttentionBlock(cfg.num_heads, cfg.hidden_dim, cfg.matmul_dtype)(x, attn_mask)  # over samples
             x = jnp.swapaxes(x, -2, -3)  # (..., N, d, e)
         x = nn.LayerNorm()(x)
         if mask is None:
@@ -172,7 +219,7 @@ class Decoder(nn.Module):
                 raise ValueError("ActivaConfig(decoder_context=True): the decoder needs the context h'")
             h = h + nn.Dense(cfg.embed_dim, name="context")(context)
         for _ in range(cfg.num_decoder_blocks):
-            h = AttentionBlock(cfg.num_heads, cfg.hidden_dim)(h)
+            h = AttentionBlock(cfg.num_heads, cfg.hidden_dim, cfg.matmul_dtype)(h)
         h = nn.LayerNorm()(h)  # h_dec: (..., d, e)
         locs = jnp.swapaxes(nn.Dense(num_b, name="means")(h), -1, -2)  # (..., B, d)
         eye = jnp.eye(z.shape[-1], dtype=h.dtype)
