@@ -214,8 +214,24 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+#: Subcommands that run XLA for long (training, evaluation): they re-execute once with glibc's
+#: huge-page allocator (:mod:`activa_ppl.allocator`; ``ACTIVA_NO_HUGETLB=1`` turns it off).
+HUGETLB_COMMANDS = ("demo", "train", "evaluate")
+
+
+def _wants_hugetlb(argv: list[str]) -> bool:
+    """Whether the command line ``argv`` (without the program name) runs a
+    :data:`HUGETLB_COMMANDS` subcommand (its first word that is not an option)."""
+    words = [a for a in argv if not a.startswith("-")]
+    return bool(words) and words[0] in HUGETLB_COMMANDS
+
+
 def main(argv=None) -> int:
     """Entry point of the ``activa`` command."""
+    if argv is None and _wants_hugetlb(sys.argv[1:]):  # the real command line, not a library call
+        from activa_ppl.allocator import apply_hugetlb
+
+        apply_hugetlb()
     args = build_parser().parse_args(argv)
     python_show = warnings.showwarning
 

@@ -15,6 +15,11 @@ ERG / NLL on All∖V_t, Descendants and Non-descendants next to the paper's Tabl
 
 from __future__ import annotations
 
+if __name__ == "__main__":  # glibc's huge-page allocator, set before JAX loads (ACTIVA_NO_HUGETLB=1: off)
+    from activa_ppl.allocator import apply_hugetlb
+
+    apply_hugetlb()
+
 import dataclasses
 
 import numpy as np

@@ -26,6 +26,11 @@ Killed runs resume from ``--workdir`` when started again with the same arguments
 
 from __future__ import annotations
 
+if __name__ == "__main__":  # glibc's huge-page allocator, set before JAX loads (ACTIVA_NO_HUGETLB=1: off)
+    from activa_ppl.allocator import apply_hugetlb
+
+    apply_hugetlb()
+
 import argparse
 import json
 

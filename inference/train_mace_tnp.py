@@ -23,6 +23,11 @@ schedule spans ``--steps``, so the step count must stay the same).
 
 from __future__ import annotations
 
+if __name__ == "__main__":  # glibc's huge-page allocator, set before JAX loads (ACTIVA_NO_HUGETLB=1: off)
+    from activa_ppl.allocator import apply_hugetlb
+
+    apply_hugetlb()
+
 import argparse
 import json
 
