@@ -107,9 +107,10 @@ class ActivaConfig(ConfigBase):
             variable tokens; every component's covariance is then bounded away from singular).
         cholesky_floor: with ``covariance_head="cholesky"``, the smallest diagonal entry of L
             (the networks' units: z-scores under ``standardize``).
-        matmul_dtype: operand type of the transformer matmuls: ``"float32"`` (default, the
-            original computation) or ``"bfloat16"`` (float32 accumulation, float32
-            parameters, heads and normalisation; see :mod:`activa_ppl.networks`): for GPUs and
+        matmul_dtype: operand type of the attention blocks' matmuls: ``"float32"`` (default,
+            the original computation) or ``"bfloat16"`` (float32 accumulation; parameters,
+            input projections, heads and normalisation float32; see
+            :mod:`activa_ppl.networks`): for GPUs and
             TPUs; on CPUs without native bfloat16 matmuls it is slower. Parameters trained with
             one run with the other (same tree). Written by :meth:`to_dict` only when not
             ``"float32"``, so configuration files of float32 models are unchanged.

@@ -7,11 +7,13 @@ parameters. This is what lets one trained model take any number of variables ``d
 
 Shapes use ``...`` for any leading batch dimensions (tasks, latent draws).
 
-``ActivaConfig.matmul_dtype = "bfloat16"`` runs the matmuls of the dataset embeddings (their
-input projection and every attention block) and of the decoder's attention blocks with
-bfloat16 operands and float32 accumulation (:func:`dense_kwargs`); the heads (prior, posterior,
-the decoder's mixture outputs), layer norms and residuals stay float32, and so do the
-parameters. The default ``"float32"`` passes nothing extra to Flax: bit for bit the original.
+``ActivaConfig.matmul_dtype = "bfloat16"`` runs the matmuls of every attention block (the
+attention projections and the feed-forward layers of the dataset embeddings and of the
+decoder: nearly all FLOPs) with bfloat16 operands and float32 accumulation
+(:func:`dense_kwargs`); they see layer-normed inputs. The input projections (which see raw
+data values, where bfloat16's 8-bit mantissa would round large values coarsely), the heads
+(prior, posterior, the decoder's mixture outputs), layer norms, residuals and the parameters
+stay float32. The default ``"float32"`` passes nothing extra to Flax: bit for bit the original.
 """
 
 from __future__ import annotations
@@ -131,7 +133,7 @@ class DatasetEmbedding(nn.Module):
     def __call__(self, data, intervention, mask=None):
         cfg = self.config
         x = jnp.concatenate([data[..., None], intervention], axis=-1)  # (..., N, d, 1 + |I|)
-        x = nn.Dense(cfg.embed_dim, **dense_kwargs(cfg.matmul_dtype))(x)  # (..., N, d, e)
+        x = nn.Dense(cfg.embed_dim)(x)  # (..., N, d, e); float32 always: raw data values
         # Attention over samples runs on (..., d, N, e): keys masked per dataset, the same for
         # every variable, head and query, i.e. (..., 1, 1, 1, N_kv).
         attn_mask = None if mask is None else mask[..., None, None, None, :]

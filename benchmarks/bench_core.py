@@ -30,6 +30,7 @@ Usage::
     python benchmarks/bench_core.py                        # everything (< 10 min on 2 idle cores)
     python benchmarks/bench_core.py --shapes gauss8 --presets paper
     python benchmarks/bench_core.py --quick                # smoke test (tiny presets, < 1 min)
+    python benchmarks/bench_core.py --old-path --no-dowhy  # training: shared embedding vs the old path
     python benchmarks/bench_core.py --json bench.json      # also write every number
 
 Timings on a shared CPU box vary by about +-30 % run to run: compare runs side by side.
@@ -96,6 +97,9 @@ def parse_args(argv=None):
                    help="datasets fitted with DoWhy per shape (default 5; 2 with --quick)")
     p.add_argument("--train-tasks", type=int, default=TRAIN_TASKS,
                    help=f"size of the simulated training set (default {TRAIN_TASKS})")
+    p.add_argument("--old-path", action="store_true",
+                   help="also time ACTIVA's training path before issue 17 (observational embedding computed "
+                        "in model and guide, svi_chunks(shared_embedding=False)) side by side, same cells")
     p.add_argument("--no-mace", action="store_true", help="skip the MACE-TNP baseline")
     p.add_argument("--no-dowhy", action="store_true", help="skip DoWhy")
     p.add_argument("--seed", type=int, default=0)
@@ -139,7 +143,7 @@ def _settings(args) -> dict:
         "steps_per_chunk": args.steps_per_chunk or "auto", "target_s": args.target_s,
         "predict_calls": args.predict_calls, "predict_batch": args.predict_batch,
         "batch_repeats": args.batch_repeats, "dowhy_datasets": args.dowhy_datasets,
-        "train_tasks": args.train_tasks, "seed": args.seed, "quick": args.quick,
+        "train_tasks": args.train_tasks, "seed": args.seed, "quick": args.quick, "old_path": args.old_path,
     }
 
 
@@ -161,6 +165,9 @@ def _cells(args, peak_gflops: float) -> list[dict]:
             t0 = time.perf_counter()
             _log(f"ACTIVA {preset} @ {shape} ...")
             cell = {"spec": spec, "activa": worker("activa", spec)}
+            if args.old_path:
+                _log(f"ACTIVA {preset} @ {shape}, old training path ...")
+                cell["activa_old"] = worker("activa", {**spec, "shared_embedding": False})
             if not args.no_mace:
                 mace_preset, _ = closest_mace_preset(cell["activa"]["num_params"], d)
                 _log(f"MACE-TNP {mace_preset} @ {shape} ...")
@@ -206,10 +213,9 @@ def main(argv=None) -> int:
     if allocator is not None:
         allocator["train_peak_fraction"] = allocator["activa"]["train"]["gflops"] / peak
     for cell in cells:
-        for key in ("activa", "mace"):
+        for key, name in (("activa", "train"), ("mace", "mace_train"), ("activa_old", "old_train")):
             if key in cell and cell[key]["train"].get("gflops"):
-                cell[f"{'train' if key == 'activa' else 'mace_train'}_peak_fraction"] = \
-                    cell[key]["train"]["gflops"] / peak
+                cell[f"{name}_peak_fraction"] = cell[key]["train"]["gflops"] / peak
     report = {"machine": info, "settings": _settings(args),
               "matmul_peak": {"gflops": peak, "start": peak_start, "end": peak_end},
               "cells": cells, "allocator": allocator, "dowhy": dowhy, "load_avg_end": load_avg(),

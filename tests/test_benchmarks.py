@@ -3,6 +3,7 @@ subprocesses, MACE-TNP and DoWhy included) and prints and writes every section o
 the other scripts (sharing ``benchmarks/bench_lib``) start and parse their arguments."""
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -24,13 +25,13 @@ def test_bench_script_help(script):
 def test_bench_core_quick(tmp_path):
     pytest.importorskip("dowhy")
     out = tmp_path / "bench.json"
-    proc = subprocess.run([sys.executable, str(SCRIPT), "--quick", "--json", str(out)],
+    proc = subprocess.run([sys.executable, str(SCRIPT), "--quick", "--old-path", "--json", str(out)],
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     report = proc.stdout
     for header in ("matmul peak", "Training (compiled chunk", "Prediction (random init params",
                    "ACTIVA vs MACE-TNP at equal size", "DoWhy gcm per dataset",
-                   "Where prediction time goes", "Goals"):
+                   "Where prediction time goes", "Goals", "shared observational embedding vs the old path"):
         assert header in report, header
     for column in ("tasks/s", "GFLOP/step", "GFLOP/s", "% peak", "train RSS MB", "predict ms",
                    "queries/s", "DoWhy q/s", "x DoWhy", "MACE q/s", "MACE params", "fwd ms", "q/s @ peak",
@@ -48,6 +49,11 @@ def test_bench_core_quick(tmp_path):
     assert activa["train"]["flops_source"] == mace["train"]["flops_source"] == "compiled chunk"
     assert 0 < cell["train_peak_fraction"] < 2  # a fraction of a peak measured in the same run
     assert activa["train"]["peak_rss_mb"] > 0
+    # issue 17: the old training path side by side, same first-step loss, more FLOPs per step
+    old = cell["activa_old"]
+    assert old["shared_embedding"] is False and activa["train"]["shared_embedding"] is True
+    assert old["train"]["first_chunk_losses"][0] == pytest.approx(activa["train"]["first_chunk_losses"][0], rel=1e-5)
+    assert old["train"]["gflop_per_step"] > activa["train"]["gflop_per_step"]
     assert activa["predict"]["latency_ms_median"] > 0 and activa["predict_batch"]["queries_per_s"] > 0
     assert mace["train"]["tasks_per_s"] > 0 and mace["predict_batch"]["queries_per_s"] > 0
     assert data["dowhy"][0]["queries_per_s"] > 0
@@ -55,6 +61,29 @@ def test_bench_core_quick(tmp_path):
     assert {"single-query predict latency", "batched predict / DoWhy (linear)",
             "batched predict / DoWhy (auto)"} <= goals
     assert {r["route"] for r in data["dowhy"]} == {"linear", "auto"}
+
+
+def test_gpu_run_cpu_dry_run(tmp_path):
+    """``benchmarks/gpu_run.sh --cpu-dry-run``: no install, every shape in both matmul dtypes at
+    tiny sizes on the CPU, the JSON under ``$OUT`` with rates, peak fractions and projections."""
+    env = {**os.environ, "OUT": str(tmp_path), "PYTHON": sys.executable, "GPU_RUN_TOTAL_S": "900"}
+    proc = subprocess.run(["bash", str(BENCHMARKS / "gpu_run.sh"), "--cpu-dry-run"], env=env,
+                          capture_output=True, text=True, timeout=960)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    data = json.loads((tmp_path / "gpu_bench.json").read_text())
+    assert data["device"]["platform"] == "cpu" and data["settings"]["preset"] == "tiny"
+    assert set(data["peaks"]) == {"float32", "bfloat16"}
+    assert {(c["shape"], c["matmul_dtype"]) for c in data["cells"]} == {
+        (s, t) for s in ("gauss2", "gauss8", "sergio") for t in ("float32", "bfloat16")}
+    assert not data["skipped"]
+    for cell in data["cells"]:
+        assert cell["finite"] and cell["tasks_per_s"] > 0 and cell["gflop_per_step"] > 0
+        assert 0 < cell["peak_fraction_measured"] < 10 and cell["peak_fraction_nominal"] is None
+        schedule = cell["schedule"]
+        assert schedule["tasks"] == (24_000_000 if cell["shape"] == "gauss2" else 128_000_000)
+        assert schedule["projected_s"] == pytest.approx(schedule["tasks"] / cell["tasks_per_s"])
+        if cell["matmul_dtype"] == "bfloat16":  # closeness itself: tests/test_matmul_dtype.py
+            assert cell["loss_rel_diff_vs_float32"] >= 0 and cell["speedup_vs_float32"] > 0
 
 
 def test_bench_quality_quick(tmp_path):

@@ -58,11 +58,14 @@ def test_bfloat16_same_params_bf16_dots_and_close_prediction(key):
     h16 = b16.observational_embedding(p32, obs, targets, index)
     assert h16.dtype == jnp.float32
     np.testing.assert_allclose(np.asarray(h16), np.asarray(h32), atol=0.05 * float(jnp.abs(h32).max()))
-    out32 = predictive_arrays(f32, p32, key, obs, targets, index, 4)
-    out16 = predictive_arrays(b16, p32, key, obs, targets, index, 4)
-    for a, b in zip(out32, out16):
+    # the decoder on fixed latents (the predictive mixture samples z, whose component choice
+    # may flip with the logits, so it is only checked for dtype and finiteness)
+    z = jax.random.normal(key, (Q, D))
+    for a, b in zip(f32.apply(p32, "decoder", z), b16.apply(p32, "decoder", z)):
+        assert b.dtype == jnp.float32
+        np.testing.assert_allclose(np.asarray(b), np.asarray(a), atol=0.05 * float(jnp.abs(a).max()))
+    for b in predictive_arrays(b16, p32, key, obs, targets, index, 4):
         assert b.dtype == jnp.float32 and np.all(np.isfinite(np.asarray(b)))
-        np.testing.assert_allclose(np.asarray(b), np.asarray(a), rtol=0.1, atol=0.05 * float(jnp.abs(a).max()))
 
 
 def test_bfloat16_loss_close_to_float32(key):

@@ -24,6 +24,9 @@ def worker_activa(spec: dict) -> dict:
     activa = Activa(ActivaConfig.preset(preset))
     data = dataset(shape, spec["train_tasks"], spec["seed"])
     params, num_params, train = _train(activa, data, spec)
+    if not spec.get("shared_embedding", True):  # the old training path: prediction is the same code
+        return {"model": "activa", "preset": preset, "shape": shape, "N": n, "d": d,
+                "num_params": num_params, "shared_embedding": False, "train": train}
     predict, predict_batch = _predict(activa, params, data, spec)
     return {
         "model": "activa", "preset": preset, "shape": shape, "N": n, "d": d, "num_params": num_params,
@@ -45,7 +48,7 @@ def _train(activa, data, spec: dict):
 
     def chunks_of(length: int):  # the compiled loop of train(eval_every=length)
         config = TrainConfig(batch_size=batch_size, eval_every=length, seed=spec["seed"])
-        return svi_chunks(activa, config, num_tasks)
+        return svi_chunks(activa, config, num_tasks, shared_embedding=spec.get("shared_embedding", True))
 
     probe = chunks_of(1)
     state = probe.init(*arrays)
@@ -61,7 +64,8 @@ def _train(activa, data, spec: dict):
     state = chunks.init(*arrays)  # equal to the probe's state; init also readies this chunk's SVI
     length = replicate(np.int32(chunk_len), chunks.mesh)
     extra = {"num_particles": activa.config.num_particles, "train_tasks": num_tasks,
-             "gflop_per_step_lowered": (step_flops or 0) / 1e9}
+             "gflop_per_step_lowered": (step_flops or 0) / 1e9,
+             "shared_embedding": spec.get("shared_embedding", True)}
     state, train = time_training(chunks.compiled, state, (length, chunks.batch_key, *arrays),
                                  chunk_len=chunk_len, batch_size=batch_size, step_flops=step_flops,
                                  step_source="lowered svi.update", target_s=spec["target_s"], extra=extra)

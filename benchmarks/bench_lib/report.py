@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 GOALS = {"train_frac_paper": 0.60, "train_frac_small": 0.40, "predict_ms": 20.0, "batch_vs_dowhy": 1000.0}
+#: ACTIVA training tasks/s of the full run of 2026-11-29 (benchmarks/README.md), the reference of
+#: issue 17's "2x": (preset, shape) -> tasks/s.
+TASKS_PER_S_2026_11_29 = {("small", "gauss2"): 333, ("paper", "gauss2"): 53, ("small", "gauss8"): 69,
+                          ("paper", "gauss8"): 15, ("small", "sergio"): 340, ("paper", "sergio"): 48}
 
 
 def _table(head, rows, left=2):
@@ -82,14 +86,14 @@ def _training(report: dict) -> list[str]:
     peak = report["matmul_peak"]["gflops"]
     rows = []
     for cell in report["cells"]:
-        for key in ("activa", "mace"):
+        for key in ("activa", "activa_old", "mace"):
             r = cell.get(key)
             if r is None:
                 continue
             t = r["train"]
             frac = t["gflops"] / peak if t.get("gflops") else None
             rows.append([
-                "ACTIVA" if key == "activa" else "MACE-TNP", r["preset"], _shape(r),
+                {"activa": "ACTIVA", "activa_old": "ACTIVA old", "mace": "MACE-TNP"}[key], r["preset"], _shape(r),
                 f"{r['num_params']:,}", str(t["batch_size"]), f"{t['compile_s']:.1f}",
                 f"{t['steps_per_chunk']}x{t['timed_chunks']}", f"{t['median_step_ms']:.1f}",
                 f"{t['tasks_per_s']:.0f}", f"{t['tasks_per_s_min']:.0f}-{t['tasks_per_s_max']:.0f}",
@@ -188,6 +192,29 @@ def _allocator(report: dict) -> list[str]:
             f"x{tuned['train']['tasks_per_s'] / a0['train']['tasks_per_s']:.2f}"]
 
 
+def _old_path(report: dict) -> list[str]:
+    """Issue 17 side by side: the shared observational embedding against the old path."""
+    rows = []
+    for cell in report["cells"]:
+        new, old = cell["activa"], cell.get("activa_old")
+        if old is None:
+            continue
+        tn, to = new["train"], old["train"]
+        ln, lo = tn.get("first_chunk_losses") or [None], to.get("first_chunk_losses") or [None]
+        diff = abs(ln[0] - lo[0]) / abs(lo[0]) if ln[0] is not None and lo[0] else None
+        ref = TASKS_PER_S_2026_11_29.get((new["preset"], new["shape"]))
+        rows.append([new["preset"], _shape(new), f"{to['tasks_per_s']:.0f}", f"{tn['tasks_per_s']:.0f}",
+                     f"{tn['tasks_per_s'] / to['tasks_per_s']:.2f}", _f(to.get("gflop_per_step"), ".3f"),
+                     _f(tn.get("gflop_per_step"), ".3f"), _f(diff, ".1e"), _f(ref, ".0f"),
+                     _f(ref and tn["tasks_per_s"] / ref, ".2f")])
+    if not rows:
+        return []
+    return ["Training, shared observational embedding vs the old path (same run, same cells; loss: "
+            "first step, same state and minibatch; 2026-11-29: the reference run's tasks/s)",
+            *_table(["preset", "shape", "old tasks/s", "new tasks/s", "new/old", "old GFLOP/step",
+                     "new GFLOP/step", "loss rel diff", "2026-11-29", "new/2026-11-29"], rows)]
+
+
 def _goals(report: dict) -> list[str]:
     g = [[r["goal"], r["preset"], r["shape"], r["measured"], r["target"], "met" if r["met"] else "GAP"]
          for r in report["goals"]]
@@ -202,7 +229,7 @@ def _goals(report: dict) -> list[str]:
 def format_report(report: dict) -> str:
     """The text report: machine and settings, then one section per table, then the goals."""
     lines = []
-    for section in (_head, _training, _prediction, _versus_mace, _dowhy, _breakdown, _allocator):
+    for section in (_head, _training, _old_path, _prediction, _versus_mace, _dowhy, _breakdown, _allocator):
         part = section(report)
         if part:
             lines += part + [""]

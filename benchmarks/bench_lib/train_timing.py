@@ -69,6 +69,8 @@ def time_training(chunk_fn, state, args: tuple, *, chunk_len: int, batch_size: i
 
     chunk_s = timed_repeats(one, target_s, 3, MAX_CHUNKS)
     summary = _summary(batch_size, chunk_len, compile_s, warmup_s, chunk_s, flops_step, source)
+    # the warm-up chunk's losses: from the same state and minibatches in every code path of a model
+    summary["first_chunk_losses"] = [float(x) for x in np.asarray(losses)[:chunk_len]]
     summary.update(extra or {})
     summary["flop_per_byte"] = chunk_flops / chunk_bytes if chunk_flops and chunk_bytes else None
     return holder[0], summary
