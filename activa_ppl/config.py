@@ -146,7 +146,7 @@ class ActivaConfig(ConfigBase):
     _IMPLIED = {"matmul_dtype": "float32"}
 
     def to_dict(self) -> dict[str, Any]:
-        """The configuration as a JSON-serialisable dict (fields of :attr:`_IMPLIED` at their
+        """The configuration as a JSON-serialisable dict (fields of ``_IMPLIED`` at their
         implied value left out)."""
         values = super().to_dict()
         for name, implied in self._IMPLIED.items():
