@@ -9,7 +9,10 @@ them unless [`enable`][activa_ppl.disk_memo.enable] was called. What is remember
 * the parameter shapes of a model configuration (an abstract initialisation, about a second),
   used to check a loaded model's parameter file (``activa_ppl.fitted.expected_param_shapes``);
 * the training-data ranges reconstructed for older models by a fresh simulation
-  (``activa_ppl.model_info.training_ranges``).
+  (``activa_ppl.model_info.training_ranges``);
+* the traced prediction of a model configuration and input shape, stored with ``jax.export``
+  ([`activa_ppl.exported`][activa_ppl.exported], files ``predict-*.jaxexport``), so that a
+  repeated ``activa predict`` neither traces the model nor imports Flax and NumPyro.
 
 An entry's file name is the SHA-256 of what it was computed from: its kind, its key (a
 JSON-ready value, e.g. the model configuration), the versions of ``activa_ppl``, JAX, Flax and
@@ -26,7 +29,7 @@ import os
 from pathlib import Path
 from typing import Any, Callable
 
-__all__ = ["enable", "folder", "memoized"]
+__all__ = ["enable", "entry_path", "folder", "memoized", "write_entry"]
 
 _FOLDER: list[Path | None] = [None]
 
@@ -59,6 +62,32 @@ def _environment_digest() -> str:
     return digest.hexdigest()
 
 
+def entry_path(kind: str, key: Any, suffix: str = ".json") -> Path | None:
+    """The file of the entry ``(kind, key)`` (``None`` when disabled): ``<folder>/<kind>-<hash><suffix>``,
+    the hash a SHA-256 of ``kind``, ``key`` (JSON-ready) and the library's code and versions."""
+    where = _FOLDER[0]
+    if where is None:
+        return None
+    name = hashlib.sha256(json.dumps([kind, key, _environment_digest()], sort_keys=True).encode()).hexdigest()
+    return where / f"{kind}-{name[:32]}{suffix}"
+
+
+def write_entry(path: Path, data: bytes) -> None:
+    """Write ``data`` to the entry ``path`` atomically; a read-only or full cache folder only costs
+    the recomputation next time (nothing is raised)."""
+    import tempfile
+
+    out = None
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile("wb", dir=path.parent, suffix=".tmp", delete=False) as out:
+            out.write(data)
+        os.replace(out.name, path)
+    except OSError:
+        if out is not None:
+            Path(out.name).unlink(missing_ok=True)
+
+
 def memoized(kind: str, key: Any, compute: Callable[[], Any],
              encode: Callable[[Any], Any] = lambda x: x, decode: Callable[[Any], Any] = lambda x: x) -> Any:
     """``compute()``, or its remembered value for ``(kind, key)`` when enabled.
@@ -69,25 +98,13 @@ def memoized(kind: str, key: Any, compute: Callable[[], Any],
         compute: computes the result.
         encode, decode: result -> JSON-ready value and back.
     """
-    where = _FOLDER[0]
-    if where is None:
+    path = entry_path(kind, key)
+    if path is None:
         return compute()
-    name = hashlib.sha256(json.dumps([kind, key, _environment_digest()], sort_keys=True).encode()).hexdigest()
-    path = where / f"{kind}-{name[:32]}.json"
     try:
         return decode(json.loads(path.read_text(encoding="utf-8")))
     except (OSError, ValueError, TypeError, KeyError):
         pass
     value = compute()
-    import tempfile
-
-    text = json.dumps(encode(value))
-    try:
-        where.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile("w", dir=where, suffix=".tmp", delete=False, encoding="utf-8") as out:
-            out.write(text)
-        os.replace(out.name, path)
-    except OSError:  # a read-only or full cache folder only costs the recomputation next time
-        if "out" in locals():
-            Path(out.name).unlink(missing_ok=True)
+    write_entry(path, json.dumps(encode(value)).encode())
     return value

@@ -2,6 +2,10 @@
 
 The saved-model folder layout (``config.json`` as the commit point, content-addressed
 parameters) is documented in :mod:`activa_ppl.model_io`.
+
+Importing this module imports JAX but not NumPyro or Flax (the model is imported when a model is
+built or loaded), so that a stored prediction ([`activa_ppl.exported`][activa_ppl.exported])
+can share its input checks and shape buckets without them.
 """
 
 from __future__ import annotations
@@ -9,24 +13,25 @@ from __future__ import annotations
 import dataclasses
 import os
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-from flax.traverse_util import flatten_dict, unflatten_dict
 
 from activa_ppl.config import ActivaConfig
 from activa_ppl.disk_memo import memoized
 from activa_ppl.memory import check_memory, predict_bytes
 from activa_ppl.mixture import GaussianMixture, as_prng_key
-from activa_ppl.model import Activa, predictive_arrays, predictive_mixture
 from activa_ppl.model_info import (describe_model, intervention_index, intervention_label, intervention_values,
                                    training_ranges, warn_if_out_of_range)
 from activa_ppl.model_io import read_model_folder, write_model_folder
 from activa_ppl.validation import (as_intervention_indices, as_observation_batch, as_observations,
                                    as_target_masks, check_intervention_index, check_positive_int,
                                    check_seed, resolve_targets)
+
+if TYPE_CHECKING:  # imported where a model is built: NumPyro and Flax are not needed before
+    from activa_ppl.model import Activa
 
 __all__ = ["FittedActiva", "SAMPLE_BUCKET_MIN", "SAMPLE_BUCKETS_PER_OCTAVE", "load", "pad_samples",
            "sample_bucket"]
@@ -79,6 +84,8 @@ def _single_query_arrays(activa: Activa, params, key, observational, targets, in
     """:func:`~activa_ppl.model.predictive_arrays` of one query with the query axis dropped inside
     the compiled call (``FittedActiva.predict``): one dispatch and one mixture validation instead
     of slicing and re-validating a batch of one on the host."""
+    from activa_ppl.model import predictive_arrays
+
     weights, locs, covariances = predictive_arrays(activa, params, key, observational, targets,
                                                    intervention_index, num_latents, mask)
     return weights[0], locs[0], covariances[0]
@@ -98,6 +105,52 @@ def _bucketed(observational: np.ndarray, bucket: bool):
         return observational, ()
     padded, mask = pad_samples(observational, sample_bucket(observational.shape[1]))
     return padded, (mask,)
+
+
+class _Query(NamedTuple):
+    """One checked :meth:`FittedActiva.predict` query (:func:`_checked_query`)."""
+
+    obs: np.ndarray  # (N, d) float32
+    names: tuple  # the d variable names
+    mask: np.ndarray  # (d,) float32 target mask
+    index: int  # intervention index
+    label: str  # e.g. "do(X0 = 5)"
+    seed: Any
+    num_latents: int
+
+
+def _checked_sampling(config: ActivaConfig, seed, num_latents) -> tuple[Any, int]:
+    """The checked ``(seed, num_latents)`` (``num_latents=None``: the configured default)."""
+    seed = check_seed(seed, "seed")
+    num_latents = (config.num_predictive_latents if num_latents is None
+                   else check_positive_int(num_latents, "num_latents"))
+    return seed, num_latents
+
+
+def _checked_query(config: ActivaConfig, info: dict, obs, target, intervention, seed, num_latents) -> _Query:
+    """The arguments of :meth:`FittedActiva.predict` checked against ``config`` and ``info`` (also
+    by [`activa_ppl.exported`][activa_ppl.exported]); warns when ``obs`` is out of the training
+    range (and records reconstructed ranges in ``info``)."""
+    array, names = as_observations(obs, "obs")
+    mask = resolve_targets(target, names, "target")
+    values = intervention_values(config.to_dict(), info)
+    targets = [n for n, m in zip(names, mask) if m]
+    index = intervention_index(intervention, values, targets, "intervention")
+    index = check_intervention_index(index, config.num_interventions, "intervention")
+    seed, num_latents = _checked_sampling(config, seed, num_latents)
+    if "training_data" not in info:  # reconstructed once for older models
+        info["training_data"] = training_ranges(info)
+    warn_if_out_of_range(info.get("model_name", "(unnamed)"), info["training_data"], array,
+                         standardized=bool(config.standardize), stacklevel=4)  # the caller of predict
+    return _Query(array, names, mask, index, intervention_label(targets, values[index], index), seed, num_latents)
+
+
+def _check_predict_memory(config: ActivaConfig, shape: tuple[int, int, int], num_latents: int) -> None:
+    """Refuse a prediction of padded inputs ``shape = (Q, N, d)`` beyond the memory limit."""
+    q, n, d = shape
+    check_memory(predict_bytes(config.to_dict(), q, n, d, num_latents),
+                 f"predicting {q} quer{'y' if q == 1 else 'ies'} of N = {n} samples (padded) and d = {d} "
+                 f"variables with num_latents = {num_latents}")
 
 
 def _checked_names(variable_names, d: int) -> tuple[str, ...]:
@@ -174,20 +227,10 @@ class FittedActiva:
         """
         # Validated once, with the single-dataset messages (column names, ``obs``/``target``/
         # ``intervention``), then predicted as a batch of one by the path of predict_batch.
-        array, names = as_observations(obs, "obs")
-        mask = resolve_targets(target, names, "target")
-        values = intervention_values(self.config.to_dict(), self.info)
-        targets = [n for n, m in zip(names, mask) if m]
-        index = intervention_index(intervention, values, targets, "intervention")
-        index = check_intervention_index(index, self.config.num_interventions, "intervention")
-        seed, num_latents = self._checked_sampling(seed, num_latents)
-        if "training_data" not in self.info:  # reconstructed once for older models
-            self.info["training_data"] = training_ranges(self.info)
-        warn_if_out_of_range(self.info.get("model_name", "(unnamed)"), self.info["training_data"], array,
-                             standardized=bool(self.config.standardize))
-        mix = self._predict_checked(array[None], mask[None], np.array([index], np.int32), seed,
-                                    num_latents, names, bucket, single=True)
-        return dataclasses.replace(mix, intervention=intervention_label(targets, values[index], index))
+        q = _checked_query(self.config, self.info, obs, target, intervention, seed, num_latents)
+        mix = self._predict_checked(q.obs[None], q.mask[None], np.array([q.index], np.int32), q.seed,
+                                    q.num_latents, q.names, bucket, single=True)
+        return dataclasses.replace(mix, intervention=q.label)
 
     def predict_batch(self, observational: Any, targets: Any, intervention_index: Any, seed: Any = 0,
                       num_latents: int | None = None, variable_names=None,
@@ -226,14 +269,7 @@ class FittedActiva:
         targets = as_target_masks(targets, q, d, "targets")
         index = as_intervention_indices(intervention_index, q, self.config.num_interventions,
                                         "intervention_index")
-        return (obs, targets, index) + self._checked_sampling(seed, num_latents)
-
-    def _checked_sampling(self, seed, num_latents):
-        """The checked ``(seed, num_latents)`` (``num_latents=None``: the configured default)."""
-        seed = check_seed(seed, "seed")
-        num_latents = (self.config.num_predictive_latents if num_latents is None
-                       else check_positive_int(num_latents, "num_latents"))
-        return seed, num_latents
+        return (obs, targets, index) + _checked_sampling(self.config, seed, num_latents)
 
     def _predict_checked(self, obs, targets, index, seed, num_latents, variable_names, bucket,
                          single: bool = False) -> GaussianMixture:
@@ -242,17 +278,14 @@ class FittedActiva:
         Args:
             obs, targets, index: float32 ``(Q, N, d)``, float32 ``(Q, d)`` and int32 ``(Q,)``
                 arrays, already checked (nothing is validated again here but ``bucket``).
-            seed, num_latents: checked by :meth:`_checked_sampling`.
+            seed, num_latents: checked by :func:`_checked_sampling`.
             variable_names: the d names, or None.
             bucket: as in :meth:`predict`.
             single: ``Q == 1`` and the mixture without the query axis (:meth:`predict`): one
                 compiled call that drops the axis inside (:func:`_single_query_arrays`).
         """
         obs, sample_mask = _bucketed(obs, bucket)
-        q, n, d = obs.shape
-        check_memory(predict_bytes(self.config.to_dict(), q, n, d, num_latents),
-                     f"predicting {q} quer{'y' if q == 1 else 'ies'} of N = {n} samples (padded) and d = {d} "
-                     f"variables with num_latents = {num_latents}")
+        _check_predict_memory(self.config, obs.shape, num_latents)
         if single:
             weights, locs, covariances = _single_query_jit(
                 self.activa, self.params, as_prng_key(seed), jnp.asarray(obs), jnp.asarray(targets),
@@ -260,6 +293,8 @@ class FittedActiva:
             )
             return GaussianMixture(weights=weights, locs=locs, covariances=covariances,
                                    variable_names=variable_names)
+        from activa_ppl.model import predictive_mixture
+
         return predictive_mixture(
             self.activa, self.params, as_prng_key(seed), jnp.asarray(obs), jnp.asarray(targets),
             jnp.asarray(index, jnp.int32), num_latents, variable_names=variable_names,
@@ -281,6 +316,8 @@ def load(path: str | os.PathLike) -> FittedActiva:
             mismatch, or parameters that do not fit the configuration (checked against each
             array's header before its data is read).
     """
+    from activa_ppl.model import Activa
+
     def build(model_config):
         activa = Activa(ActivaConfig.from_dict(model_config))
         return activa, expected_param_shapes(activa)
@@ -292,6 +329,8 @@ def load(path: str | os.PathLike) -> FittedActiva:
 def expected_param_shapes(activa: Activa):
     """Parameter shapes of ``activa`` (abstract initialisation: nothing is computed; remembered
     across ``activa`` commands by :mod:`activa_ppl.disk_memo`)."""
+    from flax.traverse_util import flatten_dict, unflatten_dict
+
     def encode(shapes):
         return {k: [list(v.shape), np.dtype(v.dtype).str] for k, v in flatten_dict(shapes, sep="/").items()}
 

@@ -215,12 +215,13 @@ def range_problems(ranges: Mapping[str, Any] | None, observations: np.ndarray,
 
 
 def warn_if_out_of_range(model_name: str, ranges: Mapping[str, Any] | None, observations: np.ndarray,
-                         standardized: bool = False) -> list[str]:
+                         standardized: bool = False, stacklevel: int = 3) -> list[str]:
     """Warn (:class:`OutOfTrainingRangeWarning`) when ``observations`` are outside ``ranges``;
-    returns the problems found (see [`range_problems`][activa_ppl.model_info.range_problems])."""
+    returns the problems found (see [`range_problems`][activa_ppl.model_info.range_problems]).
+    ``stacklevel`` as for ``warnings.warn`` (default: the caller of the function calling this)."""
     problems = range_problems(ranges, observations, standardized)
     if problems:
         warnings.warn(f"model {model_name} was not trained on data like this input ("
                       + "; ".join(problems) + "): the prediction is an extrapolation",
-                      OutOfTrainingRangeWarning, stacklevel=3)
+                      OutOfTrainingRangeWarning, stacklevel=stacklevel)
     return problems

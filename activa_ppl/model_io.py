@@ -28,12 +28,12 @@ from __future__ import annotations
 import json
 import os
 import re
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Callable
 
 import jax
 import numpy as np
-from flax import traverse_util
 
 from activa_ppl.checkpoint import (CheckpointError, atomic_write_bytes, content_addressed, file_sha256,
                                    folder_lock, load_arrays, remove_stale_temporaries, save_arrays)
@@ -41,7 +41,8 @@ from activa_ppl.validation import MAX_ABS_VALUE
 
 _PARAMS_NAME = re.compile(r"^params-([0-9a-f]{12})\.npz$")
 
-__all__ = ["write_model_folder", "read_model_folder", "flatten_params", "unflatten_params", "check_params"]
+__all__ = ["write_model_folder", "read_model_folder", "read_model_config", "flatten_params", "unflatten_params",
+           "check_params"]
 
 
 def write_model_folder(path: str | os.PathLike, fmt: str, version: int, model_config: dict, params,
@@ -142,12 +143,21 @@ def read_model_folder(path: str | os.PathLike, fmt: str, version: int, kind: str
         model, shapes = build(config["model_config"])
     except (TypeError, ValueError, KeyError, OverflowError) as e:
         raise CheckpointError(f"{config_path}: invalid model_config ({type(e).__name__}: {e})") from e
-    expected = traverse_util.flatten_dict(shapes, sep="/")
+    expected = _flatten(shapes)
     arrays, _ = load_arrays(params_path, {k: (tuple(v.shape), np.dtype(v.dtype).str)
                                           for k, v in expected.items()})
     params = unflatten_params(arrays)
     check_params(shapes, params, path)
     return model, params, config["info"], config_path
+
+
+def read_model_config(path: str | os.PathLike, fmt: str, version: int, kind: str) -> dict:
+    """The checked ``config.json`` of a saved-model folder (``format``, ``model_config``, ``info``,
+    ``params_file``, ...), without reading the parameters; raises as :func:`read_model_folder`
+    does for the configuration file (the parameter file is checked only by that function)."""
+    config, config_path = _read_config(Path(path), fmt, version, kind)
+    _check_numbers(config["model_config"], config_path)
+    return {k: v for k, v in config.items() if k != "_text"}
 
 
 def _check_numbers(model_config, config_path: Path) -> None:
@@ -203,22 +213,44 @@ def _read_config(path: Path, fmt: str, version: int, kind: str) -> tuple[dict, P
     return {**config, "info": info, "_text": text}, config_path
 
 
+def _flatten(tree, prefix: str = "") -> dict[str, Any]:
+    """Nested mappings → ``{"a/b/c": leaf}`` (what Flax's ``flatten_dict(tree, sep="/")`` gives,
+    here so that loading a model does not import Flax); empty mappings are dropped."""
+    flat: dict[str, Any] = {}
+    for key, value in tree.items():
+        path = f"{prefix}{key}"
+        flat.update(_flatten(value, path + "/") if isinstance(value, Mapping) else {path: value})
+    return flat
+
+
+def _unflatten(flat: Mapping[str, Any]) -> dict:
+    """Inverse of :func:`_flatten`."""
+    tree: dict = {}
+    for path, value in flat.items():
+        *parents, leaf = path.split("/")
+        node = tree
+        for key in parents:
+            node = node.setdefault(key, {})
+        node[leaf] = value
+    return tree
+
+
 def flatten_params(params) -> dict[str, np.ndarray]:
     """``{"<module>$params": {...}}`` → ``{"<module>$params/<layer>/<name>": array}`` (NumPy)."""
-    return {k: np.asarray(v) for k, v in traverse_util.flatten_dict(params, sep="/").items()}
+    return {k: np.asarray(v) for k, v in _flatten(params).items()}
 
 
 def unflatten_params(flat: dict[str, np.ndarray]) -> dict:
     """Inverse of :func:`flatten_params` (JAX arrays; one batched transfer, not one per array)."""
-    return traverse_util.unflatten_dict(jax.device_put(dict(flat)), sep="/")
+    return _unflatten(jax.device_put(dict(flat)))
 
 
 def check_params(expected_shapes, params, path) -> None:
     """Refuse parameters whose names, shapes or dtypes differ from ``expected_shapes`` (a pytree of
     ``jax.ShapeDtypeStruct``, e.g. from ``jax.eval_shape``) or that hold NaN/inf or values of
     magnitude above :data:`~activa_ppl.validation.MAX_ABS_VALUE`."""
-    expected = traverse_util.flatten_dict(expected_shapes, sep="/")
-    got = traverse_util.flatten_dict(params, sep="/")
+    expected = _flatten(expected_shapes)
+    got = _flatten(params)
     missing, extra = sorted(set(expected) - set(got)), sorted(set(got) - set(expected))
     wrong = sorted(k for k in set(expected) & set(got)
                    if expected[k].shape != got[k].shape or expected[k].dtype != got[k].dtype)

@@ -11,8 +11,11 @@ components) of every variable.
 **Compilation cache.** [`enable_compilation_cache`][activa_ppl.predict_report.enable_compilation_cache]
 points JAX's persistent cache at ``$ACTIVA_CACHE_DIR`` (default
 ``$XDG_CACHE_HOME/activa_ppl/jax``, i.e. ``~/.cache/activa_ppl/jax``), so that a second
-``activa predict`` of the same shapes loads the compiled prediction instead of compiling it.
-Delete the folder to clear it; ``ACTIVA_CACHE_DIR=off`` disables it.
+``activa predict`` of the same shapes loads the compiled prediction instead of compiling it;
+its ``memo/`` folder keeps start-up results ([`disk_memo`][activa_ppl.disk_memo]) and the traced
+prediction ([`exported`][activa_ppl.exported]), so that the second command neither traces the
+model nor imports Flax and NumPyro. Delete the folder to clear it; ``ACTIVA_CACHE_DIR=off``
+disables it.
 """
 
 from __future__ import annotations
@@ -219,14 +222,14 @@ def run_predict(args) -> dict[str, Any]:
     import pandas as pd
 
     from activa_ppl.csv_input import read_csv
+    from activa_ppl.exported import open_model
     from activa_ppl.model_info import OutOfTrainingRangeWarning, intervention_index, intervention_values
-    from activa_ppl.zoo import resolve_model
 
     enable_compilation_cache()
     if args.value is not None and args.intervention is not None:
         raise ValueError("give the intervention as --value or as --intervention (its index), not both")
     frame = read_csv(args.data)
-    fitted = resolve_model(args.model)
+    fitted = open_model(args.model)  # a stored traced prediction when the cache has one
     targets = _targets(args.target, list(frame.columns))
     names = [frame.columns[t] if isinstance(t, int) and t < frame.shape[1] else t for t in targets]
     intervention = {n: args.value for n in names} if args.value is not None else (args.intervention or 0)

@@ -29,7 +29,8 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:  # imported when a model is loaded, so that listing models needs no JAX
     from activa_ppl.fitted import FittedActiva
 
-__all__ = ["ShadowedModelWarning", "available_models", "load_pretrained", "model_dirs", "resolve_model"]
+__all__ = ["ShadowedModelWarning", "available_models", "load_pretrained", "locate_model", "model_dirs",
+           "resolve_model"]
 
 
 class ShadowedModelWarning(UserWarning):
@@ -60,11 +61,16 @@ def load_pretrained(name: str) -> FittedActiva:
     Raises:
         ValueError: no model of that name; the message lists the available ones.
     """
+    return _load_named(_zoo_folder(name), name)
+
+
+def _zoo_folder(name: str) -> Path:
+    """The folder of the zoo model ``name``, else the ``ValueError`` of :func:`load_pretrained`."""
     models = available_models()
     if name not in models:
         listed = ", ".join(sorted(models)) or "none are installed yet"
         raise ValueError(f"no pretrained model named {name!r}; available: {listed}")
-    return _load_named(models[name], name)
+    return models[name]
 
 
 def _load_named(path: Path, name: str) -> FittedActiva:
@@ -89,13 +95,24 @@ def resolve_model(name_or_path: str | os.PathLike) -> FittedActiva:
         ValueError: not an existing path and no zoo model of that name; the message lists the
             available ones.
     """
+    return _load_named(*locate_model(name_or_path))
+
+
+def locate_model(name_or_path: str | os.PathLike) -> tuple[Path, str]:
+    """The folder and name of a model given as a folder path or a zoo name, by the lookup of
+    :func:`resolve_model` (with its :class:`ShadowedModelWarning`), without loading it.
+
+    Raises:
+        ValueError: not an existing path and no zoo model of that name; the message lists the
+            available ones.
+    """
     path = Path(name_or_path)
     if not path.exists():
-        return load_pretrained(str(name_or_path))
+        return _zoo_folder(str(name_or_path)), str(name_or_path)
     text = os.fspath(name_or_path)
     zoo = available_models().get(text) if not any(s and s in text for s in (os.sep, os.altsep)) else None
     if zoo is not None and zoo.resolve() != path.resolve():
         warnings.warn(f"model {text!r}: using the folder {path.resolve()} in the working directory, "
                       f"not the pretrained model {text!r} ({zoo}); write ./{text} to mean the folder, "
-                      f"or the pretrained model's path to use it", ShadowedModelWarning, stacklevel=2)
-    return _load_named(path, path.resolve().name)
+                      f"or the pretrained model's path to use it", ShadowedModelWarning, stacklevel=3)
+    return path, path.resolve().name

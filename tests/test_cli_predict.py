@@ -129,6 +129,15 @@ def test_cli_starts_without_jax_and_predict_fills_the_cache(csvs, tmp_path):
     done = subprocess.run(command, capture_output=True, text=True, env=env)
     assert done.returncode == 0, done.stderr
     assert len(list((tmp_path / "cache").iterdir())) > 5  # the compiled prediction and its helpers
-    # start-up results for the next command (activa_ppl.disk_memo): parameter shapes, ranges
+    # start-up results for the next command (activa_ppl.disk_memo): parameter shapes, ranges and
+    # the traced prediction (activa_ppl.exported)
     assert {p.name.split("-")[0] for p in (tmp_path / "cache" / "memo").iterdir()} == {"param_shapes",
-                                                                                     "training_ranges"}
+                                                                                     "training_ranges", "predict"}
+    # the second command answers from it: neither NumPyro nor Flax is imported, same samples
+    first = (tmp_path / "s.csv").read_text()
+    again = subprocess.run([sys.executable, "-X", "importtime"] + command[1:] + ["--force"], capture_output=True,
+                           text=True, env=env)
+    assert again.returncode == 0, again.stderr
+    imported = {line.split("|")[-1].strip() for line in again.stderr.splitlines() if line.startswith("import time:")}
+    assert not {"numpyro", "flax"} & imported and "jax" in imported
+    assert (tmp_path / "s.csv").read_text() == first
