@@ -280,7 +280,7 @@ def test_predict_batch_names_each_argument(tiny_fitted):
         (dict(seed="x"), "seed: expected an integer or a single JAX PRNG key"),
         (dict(seed=jax.random.split(jax.random.PRNGKey(0), 3)), "seed: expected an integer"),
         (dict(num_latents=-1), "num_latents: expected a positive integer"),
-        (dict(variable_names=["a", "b"]), "variable_names: expected 3 names"),
+        (dict(variable_names=["a", "b"]), "variable_names: expected 3 distinct strings"),
     ]
     for change, message in cases:
         kwargs = dict(observational=obs, targets=np.eye(3)[:1], intervention_index=np.zeros(1, int))
