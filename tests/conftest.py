@@ -18,6 +18,9 @@ from __future__ import annotations
 import os
 
 os.environ["JAX_PLATFORMS"] = "cpu"
+# `activa predict` run in-process turns on JAX's persistent compilation cache and the start-up
+# memo (activa_ppl.predict_report); tests that want them set ACTIVA_CACHE_DIR to a tmp folder.
+os.environ["ACTIVA_CACHE_DIR"] = "off"
 
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
@@ -37,6 +40,19 @@ def _global_numpy_rng_untouched():
     after = np.random.get_state()
     assert before[0] == after[0] and np.array_equal(before[1], after[1]) and \
         before[2:] == after[2:], "the global numpy.random state was used; draw from a Generator"
+
+
+@pytest.fixture(autouse=True)
+def _caches_left_off():
+    """A test that ran `activa predict` with a cache folder leaves no cache on for the next one
+    (the compilation cache and the start-up memo are process-wide settings)."""
+    yield
+    from activa_ppl import disk_memo
+
+    if disk_memo.folder() is not None:
+        disk_memo.enable(None)
+    if jax.config.jax_compilation_cache_dir is not None:
+        jax.config.update("jax_compilation_cache_dir", None)
 
 
 @pytest.fixture

@@ -306,7 +306,7 @@ def test_issue18_failures_reach_the_user_as_one_line(trained, tmp_path, capsys, 
     def one_line_error(argv, message):
         code, err = main(argv), capsys.readouterr().err
         assert code == 2 and err.startswith("activa: error:") and err.count("\n") == 1, (argv, err)
-        assert message in err and "Traceback" not in err, (argv, err)
+        assert any(m in err for m in message.split("|")) and "Traceback" not in err, (argv, err)
 
     train = ["train", "--preset", "tiny", "--steps", "10", "--eval-every", "10", "--quiet",
              "--workdir", str(tmp_path / "work")]
@@ -321,7 +321,8 @@ def test_issue18_failures_reach_the_user_as_one_line(trained, tmp_path, capsys, 
     config = json.loads((trained / "model" / "config.json").read_text())
     long_int = json.dumps(config).replace('"info": {', '"info": {"n": ' + "9" * 5000 + ", ", 1)
     embed = json.dumps(dict(config, model_config=dict(config["model_config"], embed_dim=2**40)))
-    for text, message in ((embed, "model_config"), (long_int, "not valid JSON")):
+    # embed_dim=2**40 is refused by the configuration check or, first, by the memory estimate
+    for text, message in ((embed, "model_config|would need about"), (long_int, "not valid JSON")):
         forged = tmp_path / "forged"
         shutil.rmtree(forged, ignore_errors=True)
         shutil.copytree(trained / "model", forged)

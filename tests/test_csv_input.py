@@ -159,7 +159,7 @@ def _csv_property(quiet_tiny_fitted, csv_file):
                     np.testing.assert_allclose(frame.to_numpy(), values, rtol=1e-6)
         # 2. The whole command: exit 0 with finite samples, or exit 2 with one error line.
         stderr = io.StringIO()
-        with mock.patch("activa_ppl.zoo.resolve_model", return_value=quiet_tiny_fitted.value), \
+        with mock.patch("activa_ppl.exported.open_model", return_value=quiet_tiny_fitted.value), \
                 contextlib.redirect_stderr(stderr), contextlib.redirect_stdout(io.StringIO()):
             code = main(["predict", "--model", "tiny", "--data", str(path), "--target", names[0],
                          "--num-samples", "8", "--out", str(out)])
