@@ -211,8 +211,8 @@ class InterventionalDataset:
                 f"to match observational {_shape_str(obs)}, got {_shape_str(inter)}"
             )
         num_queries = inter.shape[1]
-        if d < 1 or obs.shape[1] < 2 or inter.shape[2] < 1:
-            raise ValueError(f"a dataset needs d >= 1, N_obs >= 2 and N_int >= 1; got observational "
+        if d < 1 or obs.shape[1] < 1 or inter.shape[2] < 1:
+            raise ValueError(f"a dataset needs d >= 1, N_obs >= 1 and N_int >= 1; got observational "
                              f"{_shape_str(obs)}, interventional {_shape_str(inter)}")
 
         targets = _as_binary("targets", self.targets, np.bool_)

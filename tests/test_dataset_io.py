@@ -337,5 +337,5 @@ def test_empty_sample_or_variable_axes_refused_at_load(saved_dataset, tmp_path, 
     else:
         arrays[field] = np.zeros(shape, np.float32)
         _forge(folder, arrays)
-    with pytest.raises(ValueError, match="a dataset needs d >= 1, N_obs >= 2 and N_int >= 1"):
+    with pytest.raises(ValueError, match="a dataset needs d >= 1, N_obs >= 1 and N_int >= 1"):
         load_dataset(folder)
