@@ -112,7 +112,7 @@ def add_training_arguments(parser: argparse.ArgumentParser, *,
                         help="with --covariance-head cholesky: smallest diagonal entry of L "
                         "(default: %(default)s)")
     for flag, field, kind, what in _PRESET_OVERRIDES:
-        parser.add_argument(flag, type=kind, default=None, help=f"ActivaConfig.{field}: {what} "
+        parser.add_argument(flag, dest=field, type=kind, default=None, help=f"ActivaConfig.{field}: {what} "
                             "(default: the preset's)")
     parser.add_argument("--lr-schedule", choices=["constant", "warmup_cosine"], default="constant",
                         help="learning-rate schedule (default: %(default)s)")
@@ -211,9 +211,8 @@ def train_activa_from_args(args: argparse.Namespace, *,
     config = ActivaConfig.preset(args.preset, num_interventions=max(1, data.num_interventions),
                                  decoder_context=args.decoder_context, covariance_head=args.covariance_head,
                                  cholesky_floor=args.cholesky_floor, **standardize,
-                                 **{field: getattr(args, flag[2:].replace("-", "_"))
-                                    for flag, field, _, _ in _PRESET_OVERRIDES
-                                    if getattr(args, flag[2:].replace("-", "_"), None) is not None})
+                                 **{field: getattr(args, field) for _, field, _, _ in _PRESET_OVERRIDES
+                                    if getattr(args, field, None) is not None})
     fitted = training.train(Activa(config), data, num_steps=args.steps, seed=args.seed,
                             batch_size=args.batch_size, learning_rate=args.lr,
                             eval_every=args.eval_every, workdir=args.workdir,

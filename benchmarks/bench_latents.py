@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -33,7 +32,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import bench_quality  # noqa: E402  (the harness this script extends)
 
-ROOT = bench_quality.ROOT
 #: Prefix of the line on which a worker prints its scores.
 WORKER_TAG = "BENCH_LATENTS "
 
@@ -104,9 +102,7 @@ def main(argv=None) -> int:
         # the first scoring of a process never did.
         cmd = [sys.executable, __file__, *(argv if argv is not None else sys.argv[1:]), "--worker",
                "--latents", num_latents]
-        proc = subprocess.run(cmd, check=True, capture_output=True, text=True, env={
-            **os.environ, "JAX_CPU_ENABLE_ASYNC_DISPATCH": "false",
-            "PYTHONPATH": f"{ROOT}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"})
+        proc = subprocess.run(cmd, check=True, capture_output=True, text=True, env=bench_quality.worker_env())
         line = next(x for x in proc.stdout.splitlines() if x.startswith(WORKER_TAG))
         scores.update(json.loads(line[len(WORKER_TAG):]))
         cells = ", ".join(f"{m} NLL {v['nll']:.3f} ERG {v['energy']:.3f}" for m, v in scores[num_latents].items())

@@ -94,6 +94,14 @@ def machine() -> dict:
     return machine_info()
 
 
+def worker_env() -> dict:
+    """The environment of a worker process: this checkout importable, and synchronous CPU
+    dispatch, as the documented Table 1 command uses (an evaluation hung with asynchronous
+    dispatch on 2026-11-29)."""
+    return {**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{os.environ.get('PYTHONPATH', '')}",
+            "JAX_CPU_ENABLE_ASYNC_DISPATCH": "false"}
+
+
 def _dataset(args):
     import activa_ppl as ap
 
@@ -316,11 +324,7 @@ def main(argv=None) -> int:
             print(f"[bench_quality] {name}: {seconds[name]:.3f} s/step -> {steps} steps ...", flush=True)
             cmd = [sys.executable, __file__, *(argv if argv is not None else sys.argv[1:]), "--worker", name,
                    "--worker-steps", str(steps)]
-            # Synchronous CPU dispatch, as the documented Table 1 command uses (an evaluation hung
-            # with asynchronous dispatch on 2026-11-29).
-            env = {**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{os.environ.get('PYTHONPATH', '')}",
-                   "JAX_CPU_ENABLE_ASYNC_DISPATCH": "false"}
-            subprocess.run(cmd, check=True, env=env)
+            subprocess.run(cmd, check=True, env=worker_env())
         row = json.loads(result_file.read_text())
         row["seconds_per_step"] = seconds[name]
         report["variants"].append(row)
