@@ -24,7 +24,7 @@ def _cmd_demo(args):
     from activa_ppl.demo import run_demo
 
     run_demo(args.out, num_steps=args.steps, num_scms=args.num_scms, seed=args.seed,
-             preset=args.preset, eval_scms=args.eval_scms, progress=not args.quiet)
+             preset=args.preset, eval_scms=args.eval_scms, progress=not args.quiet, paper_model=args.paper_model)
 
 
 def _cmd_simulate(args):
@@ -129,7 +129,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--steps", type=int, default=1200, help="SVI steps (default: 1200)")
     p.add_argument("--num-scms", type=int, default=3000)
     p.add_argument("--eval-scms", type=int, default=150, help="test SCMs evaluated (default 150)")
-    p.add_argument("--preset", default="small", choices=["tiny", "small", "paper"])
+    p.add_argument("--preset", default="small", choices=["tiny", "small", "paper"],
+                   help="architecture size (default: small)")
+    p.add_argument("--paper-model", action="store_true",
+                   help="train Eq. 4 exactly as in the paper (decoder sees z only, beta 0.5, S = 10, constant "
+                        "learning rate) instead of the recommended recipe (docs: Concepts, 'Beyond Eq. 4')")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=_cmd_demo)

@@ -208,6 +208,17 @@ class ActivaConfig(ConfigBase):
         """
         return cls._from_preset(name, **overrides)
 
+    #: The model fields of the recommended recipe (docs/concepts.md, "Beyond Eq. 4"), chosen by
+    #: ``benchmarks/bench_quality.py`` and ``benchmarks/bench_latents.py`` (docs/ablations.md).
+    RECIPE = dict(decoder_context=True, beta=1.0, num_predictive_latents=100, num_validation_latents=20)
+
+    @classmethod
+    def recommended(cls, preset: str = "small", **overrides: Any) -> "ActivaConfig":
+        """The architecture ``preset`` with the recommended recipe's model fields
+        (:attr:`RECIPE`: the decoder sees the observational context, β = 1, S = 100 predictive
+        and 20 validation latents), optionally overridden. Not Eq. 4: :meth:`preset` is."""
+        return cls._from_preset(preset, **{**cls.RECIPE, **overrides})
+
 
 @dataclasses.dataclass(frozen=True)
 class TrainConfig(ConfigBase):
@@ -258,6 +269,15 @@ class TrainConfig(ConfigBase):
     decay_steps: int | None = None
     samples_per_task: int | None = None
     time_budget_s: float | None = None
+
+    @classmethod
+    def recommended(cls, num_steps: int, **overrides: Any) -> "TrainConfig":
+        """The recommended recipe's optimisation (docs/concepts.md, "Beyond Eq. 4"): 32-sample
+        subsets per task, learning rate 1e-3 with a linear warm-up over ``min(500, num_steps
+        // 10)`` steps and cosine decay to 0 at ``num_steps``; other fields as given."""
+        recipe = dict(samples_per_task=32, learning_rate=1e-3, lr_schedule="warmup_cosine",
+                      warmup_steps=min(500, num_steps // 10))
+        return cls(num_steps=num_steps, **{**recipe, **overrides})
 
     def __post_init__(self):
         if not isinstance(self.data_parallel, bool):

@@ -22,16 +22,19 @@ def test_bench_script_help(script):
     assert proc.stdout.startswith("usage:") and "--json" in proc.stdout
 
 
-def test_bench_core_quick(tmp_path):
+@pytest.mark.parametrize("old_path", [False, pytest.param(True, marks=pytest.mark.slow)],
+                         ids=["new-path", "old-path"])
+def test_bench_core_quick(tmp_path, old_path):
+    """``--old-path`` (slow: a third training cell) adds the shared-embedding comparison."""
     pytest.importorskip("dowhy")
     out = tmp_path / "bench.json"
-    proc = subprocess.run([sys.executable, str(SCRIPT), "--quick", "--old-path", "--json", str(out)],
+    proc = subprocess.run([sys.executable, str(SCRIPT), "--quick", "--json", str(out)] + ["--old-path"] * old_path,
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     report = proc.stdout
     for header in ("matmul peak", "Training (compiled chunk", "Prediction (random init params",
                    "ACTIVA vs MACE-TNP at equal size", "DoWhy gcm per dataset",
-                   "Where prediction time goes", "Goals", "shared observational embedding vs the old path"):
+                   "Where prediction time goes", "Goals") + ("shared observational embedding vs the old path",) * old_path:
         assert header in report, header
     for column in ("tasks/s", "GFLOP/step", "GFLOP/s", "% peak", "train RSS MB", "predict ms",
                    "queries/s", "DoWhy q/s", "x DoWhy", "MACE q/s", "MACE params", "fwd ms", "q/s @ peak",
@@ -49,11 +52,14 @@ def test_bench_core_quick(tmp_path):
     assert activa["train"]["flops_source"] == mace["train"]["flops_source"] == "compiled chunk"
     assert 0 < cell["train_peak_fraction"] < 2  # a fraction of a peak measured in the same run
     assert activa["train"]["peak_rss_mb"] > 0
-    # issue 17: the old training path side by side, same first-step loss, more FLOPs per step
-    old = cell["activa_old"]
-    assert old["shared_embedding"] is False and activa["train"]["shared_embedding"] is True
-    assert old["train"]["first_chunk_losses"][0] == pytest.approx(activa["train"]["first_chunk_losses"][0], rel=1e-5)
-    assert old["train"]["gflop_per_step"] > activa["train"]["gflop_per_step"]
+    assert activa["train"]["shared_embedding"] is True
+    if old_path:  # issue 17: the old training path side by side, same first-step loss, more FLOPs per step
+        old = cell["activa_old"]
+        assert old["shared_embedding"] is False
+        assert old["train"]["first_chunk_losses"][0] == pytest.approx(activa["train"]["first_chunk_losses"][0], rel=1e-5)
+        assert old["train"]["gflop_per_step"] > activa["train"]["gflop_per_step"]
+    else:
+        assert "activa_old" not in cell
     assert activa["predict"]["latency_ms_median"] > 0 and activa["predict_batch"]["queries_per_s"] > 0
     assert mace["train"]["tasks_per_s"] > 0 and mace["predict_batch"]["queries_per_s"] > 0
     assert data["dowhy"][0]["queries_per_s"] > 0
@@ -63,18 +69,22 @@ def test_bench_core_quick(tmp_path):
     assert {r["route"] for r in data["dowhy"]} == {"linear", "auto"}
 
 
-def test_gpu_run_cpu_dry_run(tmp_path):
-    """``benchmarks/gpu_run.sh --cpu-dry-run``: no install, every shape in both matmul dtypes at
-    tiny sizes on the CPU, the JSON under ``$OUT`` with rates, peak fractions and projections."""
+@pytest.mark.parametrize("shapes", [("gauss2",), pytest.param(("gauss2", "gauss8", "sergio"), marks=pytest.mark.slow)],
+                         ids=["gauss2", "every-shape"])
+def test_gpu_run_cpu_dry_run(tmp_path, shapes):
+    """``benchmarks/gpu_run.sh --cpu-dry-run``: no install, the shapes (all three: slow) in both
+    matmul dtypes at tiny sizes on the CPU, the JSON under ``$OUT`` with rates, peak fractions and
+    projections."""
     env = {**os.environ, "OUT": str(tmp_path), "PYTHON": sys.executable, "GPU_RUN_TOTAL_S": "900"}
-    proc = subprocess.run(["bash", str(BENCHMARKS / "gpu_run.sh"), "--cpu-dry-run"], env=env,
+    shape_args = [] if len(shapes) == 3 else ["--shapes", ",".join(shapes)]  # the script's default: all three
+    proc = subprocess.run(["bash", str(BENCHMARKS / "gpu_run.sh"), "--cpu-dry-run", *shape_args], env=env,
                           capture_output=True, text=True, timeout=960)
     assert proc.returncode == 0, proc.stderr[-3000:]
     data = json.loads((tmp_path / "gpu_bench.json").read_text())
     assert data["device"]["platform"] == "cpu" and data["settings"]["preset"] == "tiny"
     assert set(data["peaks"]) == {"float32", "bfloat16"}
     assert {(c["shape"], c["matmul_dtype"]) for c in data["cells"]} == {
-        (s, t) for s in ("gauss2", "gauss8", "sergio") for t in ("float32", "bfloat16")}
+        (s, t) for s in shapes for t in ("float32", "bfloat16")}
     assert not data["skipped"]
     for cell in data["cells"]:
         assert cell["finite"] and cell["tasks_per_s"] > 0 and cell["gflop_per_step"] > 0
@@ -86,14 +96,18 @@ def test_gpu_run_cpu_dry_run(tmp_path):
             assert cell["loss_rel_diff_vs_float32"] >= 0 and cell["speedup_vs_float32"] > 0
 
 
+def _bench_quality_quick(out, variants):
+    proc = subprocess.run([sys.executable, str(BENCHMARKS / "bench_quality.py"), "--quick", "--variants",
+                           ",".join(variants), "--out", str(out)], capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return proc
+
+
 def test_bench_quality_quick(tmp_path):
     """benchmarks/bench_quality.py --quick: side-by-side step timing, two variants trained to
     their step budgets in worker processes, scored next to Gaussian Conditional, table, JSON and
     learning-curve figure written."""
-    script = SCRIPT.parent / "bench_quality.py"
-    proc = subprocess.run([sys.executable, str(script), "--quick", "--variants", "paper-small,context",
-                           "--out", str(tmp_path)], capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    _bench_quality_quick(tmp_path, ["paper-small", "context"])
     report = json.loads((tmp_path / "quality.json").read_text())
     assert [r["variant"] for r in report["variants"]] == ["paper-small", "context"]
     assert set(report["seconds_per_step"]) == {"paper-small", "context"}
@@ -102,16 +116,19 @@ def test_bench_quality_quick(tmp_path):
         assert {"all_but_target", "descendants", "non_descendants"} >= set(row["scores"])
     assert "Gaussian Cond." in (tmp_path / "quality.md").read_text()
     assert (tmp_path / "learning_curves.png").stat().st_size > 10_000
-    # a variant added later is timed beside a cached one; the finished ones are not retrained
+
+
+@pytest.mark.slow
+def test_bench_quality_extends_and_rescores(tmp_path):
+    """A variant added later is timed beside a cached one and the finished ones are not retrained;
+    ``bench_latents.py`` rescores a finished variant at other latent-draw counts without training."""
+    _bench_quality_quick(tmp_path, ["context"])
     calibration = json.loads((tmp_path / "calibration.json").read_text())
-    proc = subprocess.run([sys.executable, str(script), "--quick", "--variants", "context,cs-beta1",
-                           "--out", str(tmp_path)], capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    assert "context: done before" in proc.stdout and "with the reference paper-small" in proc.stdout
+    proc = _bench_quality_quick(tmp_path, ["context", "cs-beta1"])
+    assert "context: done before" in proc.stdout and "with the reference context" in proc.stdout
     extended = json.loads((tmp_path / "calibration.json").read_text())
     assert extended["context"] == calibration["context"] and extended["cs-beta1"] > 0
-    # the latent-draw study rescores a finished variant without training it again
-    proc = subprocess.run([sys.executable, str(SCRIPT.parent / "bench_latents.py"), "--quick", "--variant",
+    proc = subprocess.run([sys.executable, str(BENCHMARKS / "bench_latents.py"), "--quick", "--variant",
                            "context", "--latents", "2,4", "--out", str(tmp_path)],
                           capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]

@@ -2,6 +2,7 @@
 
 import contextlib
 import io
+import json
 import subprocess
 import sys
 
@@ -81,6 +82,10 @@ def test_demo_smoke(tmp_path, capsys):
     for name in ("demo.png", "results.json", "results.md", "model/config.json"):
         assert (tmp_path / name).is_file()
     assert (tmp_path / "demo.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # the recommended recipe by default (--paper-model: Eq. 4 as written)
+    assert json.loads((tmp_path / "results.json").read_text())["model"] == "recommended recipe"
+    model = json.loads((tmp_path / "model" / "config.json").read_text())["model_config"]
+    assert model["decoder_context"] is True and model["beta"] == 1.0 and model["num_predictive_latents"] == 100
 
 
 def test_inference_train_script(tmp_path):

@@ -164,3 +164,21 @@ def test_cli_variant_flags_reach_the_configs(tmp_path, monkeypatch):
     # without the options, the preset's values (the paper's β, particles and latents)
     assert main(argv[:7]) == 2
     assert (seen["config"].beta, seen["config"].num_particles, seen["config"].num_predictive_latents) == (0.5, 2, 10)
+
+
+def test_recommended_configs_are_the_documented_recipe():
+    """``ActivaConfig.recommended`` / ``TrainConfig.recommended``: the preset plus exactly the
+    recipe's fields (docs/concepts.md), overridable; ``preset`` stays Eq. 4."""
+    config = ap.ActivaConfig.recommended("tiny", num_particles=3)
+    paper = ap.ActivaConfig.preset("tiny")
+    changed = {f for f in config.to_dict() if config.to_dict()[f] != paper.to_dict()[f]}
+    assert changed == {"decoder_context", "beta", "num_predictive_latents", "num_validation_latents",
+                       "num_particles"}
+    assert (config.decoder_context, config.beta, config.num_predictive_latents) == (True, 1.0, 100)
+    assert ap.ActivaConfig.recommended().embed_dim == ap.ActivaConfig.preset("small").embed_dim
+    assert not paper.decoder_context and paper.beta == 0.5
+    train = TrainConfig.recommended(20000, seed=3)
+    assert (train.samples_per_task, train.learning_rate, train.lr_schedule, train.warmup_steps,
+            train.num_steps, train.seed) == (32, 1e-3, "warmup_cosine", 500, 20000, 3)
+    assert TrainConfig.recommended(1200).warmup_steps == 120  # a tenth of a short run
+    assert TrainConfig.recommended(1200, warmup_steps=0).warmup_steps == 0
