@@ -237,6 +237,10 @@ def main(argv=None) -> int:
 
         apply_hugetlb()
     args = build_parser().parse_args(argv)
+    if args.command == "evaluate":  # before JAX's first computation (an XLA hang: activa_ppl.dispatch)
+        from activa_ppl.dispatch import evaluation_runtime
+
+        evaluation_runtime()
     python_show = warnings.showwarning
 
     def show(message, category, filename, lineno, file=None, line=None):

@@ -54,6 +54,7 @@ __all__ = [
     "parse_dataset_spec",
     "run_evaluation",
     "write_json",
+    "write_report_files",
 ]
 
 #: (marginal, column title) in Table 1 order.
@@ -207,7 +208,7 @@ def run_evaluation(datasets: list[DatasetSpec | str], methods: list[str], out_di
     Returns:
         The report dict that is also written to ``results.json``.
     """
-    from activa_ppl.plotting import plot_ate_errors, plot_interventional_samples
+    from activa_ppl.plotting import plot_interventional_samples
 
     if not datasets:
         raise ValueError("no dataset given")
@@ -262,6 +263,17 @@ def run_evaluation(datasets: list[DatasetSpec | str], methods: list[str], out_di
             plot_interventional_samples(dataset, chosen, predictors, out / entry["figure3"], seed=seed,
                                         title=f"{label}: samples projected on "
                                               f"({dataset.variable_names[0]}, {dataset.variable_names[1]})")
+    write_report_files(report, pd.concat(all_records), out)
+    return report
+
+
+def write_report_files(report: dict, records: pd.DataFrame, out_dir) -> None:
+    """Write a report of :func:`run_evaluation` to ``out_dir``: ``figure4.png``, ``table1.md``,
+    ``results.json`` and ``records.csv.gz`` (the per-task ``records``, column ``dataset``
+    added); the Figure 3 files of its datasets are expected there already."""
+    from activa_ppl.plotting import plot_ate_errors
+
+    out = Path(out_dir)
     plot_ate_errors(report, out / "figure4.png")
     report["figure4"] = "figure4.png"
     text = ["# Evaluation", "", f"Machine: {report['machine']}.", "",
@@ -274,6 +286,5 @@ def run_evaluation(datasets: list[DatasetSpec | str], methods: list[str], out_di
             text += [f"![Figure 3, {ds['label']}]({ds['figure3']})", ""]
     (out / "table1.md").write_text("\n".join(text))
     write_json(out / "results.json", report)
-    pd.concat(all_records).to_csv(out / "records.csv.gz", index=False)
-    return report
+    records.to_csv(out / "records.csv.gz", index=False)
 

@@ -75,6 +75,9 @@ def format_table(scores: dict) -> str:
 
 
 def main(argv=None) -> int:
+    from activa_ppl.dispatch import evaluation_runtime  # an intermittent XLA hang (activa_ppl.dispatch)
+
+    evaluation_runtime()
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--data", choices=sorted(bench_quality.DATASETS), default="gauss8",
                    help="dataset of the bench_quality run (default gauss8)")
@@ -98,8 +101,7 @@ def main(argv=None) -> int:
     scores = {}
     for num_latents in args.latents.split(","):
         # One process per S: a process that scored one S and compiled the scoring step for a
-        # second mixture size sometimes hung inside XLA (every thread idle; not diagnosed), and
-        # the first scoring of a process never did.
+        # second mixture size sometimes hung inside XLA (every thread idle; activa_ppl.dispatch).
         cmd = [sys.executable, __file__, *(argv if argv is not None else sys.argv[1:]), "--worker",
                "--latents", num_latents]
         proc = subprocess.run(cmd, check=True, capture_output=True, text=True, env=bench_quality.worker_env())

@@ -95,11 +95,8 @@ def machine() -> dict:
 
 
 def worker_env() -> dict:
-    """The environment of a worker process: this checkout importable, and synchronous CPU
-    dispatch, as the documented Table 1 command uses (an evaluation hung with asynchronous
-    dispatch on 2026-11-29)."""
-    return {**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{os.environ.get('PYTHONPATH', '')}",
-            "JAX_CPU_ENABLE_ASYNC_DISPATCH": "false"}
+    """The environment of a worker process: this checkout importable."""
+    return {**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
 
 
 def _dataset(args):

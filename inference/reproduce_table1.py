@@ -23,6 +23,9 @@ if __name__ == "__main__":  # glibc's huge-page allocator, set before JAX loads 
     from activa_ppl.allocator import apply_hugetlb
 
     apply_hugetlb()
+    from activa_ppl.dispatch import evaluation_runtime  # an intermittent XLA hang (activa_ppl.dispatch)
+
+    evaluation_runtime()
 
 import argparse
 import json
@@ -37,7 +40,7 @@ from pathlib import Path
 import activa_ppl as ap
 from activa_ppl.model_info import intervention_values
 from activa_ppl.report import (format_ate_table, format_legend, format_table1,
-                               run_evaluation, write_json)
+                               run_evaluation, write_json, write_report_files)
 from activa_ppl.simulate.graphs import SHIPPED_NETWORKS, shipped_network_path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -239,7 +242,7 @@ def target_checks(ds: dict) -> list[tuple[str, bool, str]]:
 #: Architecture fields shown on a card, for ACTIVA and for MACE-TNP configurations.
 CARD_FIELDS = ("embed_dim", "hidden_dim", "num_heads", "num_encoder_blocks", "num_decoder_blocks",
                "num_layers", "prior_components", "decoder_components", "num_components",
-               "covariance_rank", "standardize")
+               "covariance_rank", "standardize", "decoder_context", "covariance_head")
 
 
 def portable(arg: str) -> str:
@@ -283,11 +286,17 @@ def training_block(model_dir: Path) -> str:
     num_vars = data.get("num_vars", data.get("num_genes"))
     train_scms = round(num_scms * data.get("split_fractions", [0.8])[0])
     epochs = info["num_steps"] * train["batch_size"] / (train_scms * num_vars)  # one query per variable
-    arch = ", ".join(f"{k}={cfg[k]}" for k in CARD_FIELDS if k in cfg)
+    arch = ", ".join(f"{k}={cfg[k]}" for k in CARD_FIELDS
+                     if k in cfg and not (k in ("decoder_context", "covariance_head")
+                                          and cfg[k] in (False, "lowrank")))  # Eq. 4's values: not shown
     if "beta" in cfg:
         objective = (f"; β = {cfg['beta']}, {cfg['num_particles']} particles, "
                      f"{cfg['num_predictive_latents']} latent draws at prediction")
         optimizer = f"Adam {train['learning_rate']:g}"
+        if train.get("lr_schedule", "constant") != "constant":
+            optimizer += f" with {train['warmup_steps']} warm-up steps and a cosine decay"
+        if train.get("samples_per_task"):
+            optimizer += f", {train['samples_per_task']}-sample subsets of each task per step"
     else:
         objective = ""
         optimizer = f"AdamW {train['learning_rate']:g} with a cosine schedule"
@@ -306,9 +315,9 @@ def training_block(model_dir: Path) -> str:
 def card_block(report: dict, ds: dict) -> str:
     """The generated part of a model card: the dataset's Table 1 rows and its target checks."""
     one = {**report, "datasets": [ds]}
-    command = portable_command(report.get("command", "python inference/reproduce_table1.py"))
+    command = portable_command(ds.get("command", report.get("command", "python inference/reproduce_table1.py")))
     lines = [f"Test split of `{portable(str(ds['path']))}` ({ds['num_scms']} SCMs, {ds['num_tasks']} "
-             f"queries), measured on {report['machine']} by `{command}`.",
+             f"queries), measured on {ds.get('machine', report['machine'])} by `{command}`.",
              "", format_table1(one), ""]
     checks = target_checks(ds)
     if checks:
@@ -327,6 +336,50 @@ def replace_block(text: str, name: str, content: str, where: str = "docs/results
     return pattern.sub(lambda _: block, text)
 
 
+def merge_partial(report: dict, partial_dir: Path, out: Path) -> dict:
+    """The previous full report in ``out`` with the datasets of ``report`` (evaluated into
+    ``partial_dir``) replaced, in Table 1 order; their Figure 3 files and per-task records move
+    to ``out``, whose Figure 4, ``table1.md``, ``results.json`` and ``records.csv.gz`` are
+    rewritten. The merged report's ``command`` is the full run's, each dataset keeps its own."""
+    import shutil
+
+    import pandas as pd
+
+    merged = json.loads((out / "results.json").read_text())
+    for ds in merged["datasets"]:  # reports written before rows named their method: the label
+        for row in ds["methods"]:  # without the privileged-information mark (Predictor.label_for)
+            row.setdefault("method", re.sub(r" \((O|PI)\)$", "", row["label"]))
+    new = {ds["label"]: ds for ds in report["datasets"]}
+    order = [e.label for e in DATASETS.values()]
+    kept = [ds for ds in merged["datasets"] if ds["label"] not in new]
+    merged["datasets"] = sorted(kept + list(new.values()),
+                                key=lambda ds: order.index(ds["label"]) if ds["label"] in order else len(order))
+    for ds in new.values():
+        if "figure3" in ds:
+            shutil.copyfile(partial_dir / ds["figure3"], out / ds["figure3"])
+    records = pd.read_csv(out / "records.csv.gz")
+    records = pd.concat([records[~records["dataset"].isin(list(new))],
+                         pd.read_csv(partial_dir / "records.csv.gz")], ignore_index=True)
+    write_report_files(merged, records, out)
+    shutil.rmtree(partial_dir)
+    return merged
+
+
+def machine_block(report: dict) -> str:
+    """Where and by which command the rows were measured: one line for a single run, one per
+    dataset when partial runs (``--datasets``) updated some rows later."""
+    runs = {(ds.get("command", report.get("command", "")), ds.get("machine", report["machine"]),
+             ds.get("date", "")) for ds in report["datasets"]}
+    if len(runs) == 1:
+        return f"Measured on {report['machine']}; the evaluation took {report.get('seconds', 0):.0f} s."
+    lines = ["Rows measured by more than one run:", ""]
+    for ds in report["datasets"]:
+        when = f" on {ds['date']}" if ds.get("date") else ""
+        lines.append(f"* {ds['label']}: `{ds.get('command', report.get('command', ''))}`{when}, "
+                     f"on {ds.get('machine', report['machine'])}.")
+    return "\n".join(lines)
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data-dir", default="data", help="where datasets are simulated")
@@ -339,8 +392,19 @@ def main(argv=None):
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--max-scms", type=int, default=None,
                         help="score only the first N SCMs of each test split (default: all)")
+    parser.add_argument("--datasets", default=",".join(DATASETS), metavar="NAMES",
+                        help="comma-separated datasets to evaluate (default: all of "
+                             f"{', '.join(DATASETS)}); the rows of the others are kept from the "
+                             "previous run's OUT/results.json, e.g. after retraining one zoo model")
     parser.add_argument("--quiet", action="store_true")
     args = parser.parse_args(argv)
+    selected = [n.strip() for n in args.datasets.split(",") if n.strip()]
+    unknown = [n for n in selected if n not in DATASETS]
+    if unknown or not selected:
+        parser.error(f"--datasets: unknown {unknown}; choose from {', '.join(DATASETS)}")
+    partial = set(selected) != set(DATASETS)
+    if partial and not (Path(args.out) / "results.json").is_file():
+        parser.error(f"--datasets needs a previous full run's {Path(args.out) / 'results.json'} to merge into")
     if args.sergio_networks:
         graphs = [str(Path(args.sergio_networks).resolve() / f) for f in SERGIO_NETWORKS]
         missing = [g for g in graphs if not Path(g).is_file()]
@@ -352,6 +416,8 @@ def main(argv=None):
     zoo = ap.available_models()
     specs = []
     for name, entry in DATASETS.items():
+        if name not in selected:
+            continue
         path = dataset_for(name, entry, Path(args.data_dir), graphs)
         model = entry.model if entry.model in zoo else None  # a zoo name
         if entry.model and model is None:
@@ -364,11 +430,16 @@ def main(argv=None):
                    + ["gaussian-conditional", "linear-causal"])
         specs.append(ap.report.DatasetSpec(str(path), entry.label, model, tuple(methods)))
     t0 = time.perf_counter()
-    report = run_evaluation(specs, [], args.out, seed=args.seed, max_scms=args.max_scms,
-                            progress=not args.quiet)
+    out = Path(args.out) / ".partial" if partial else Path(args.out)
+    report = run_evaluation(specs, [], out, seed=args.seed, max_scms=args.max_scms, progress=not args.quiet)
     seconds = time.perf_counter() - t0
-    report["command"] = portable_command("python inference/reproduce_table1.py " + " ".join(
+    command = portable_command("python inference/reproduce_table1.py " + " ".join(
         shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:])))
+    for ds in report["datasets"]:  # where each row comes from, kept through later partial runs
+        ds.update(command=command, machine=report["machine"], date=time.strftime("%Y-%m-%d"))
+    report.update(command=command, seconds=round(seconds))
+    if partial:
+        report = merge_partial(report, out, Path(args.out))
     write_json(Path(args.out) / "results.json", report)
     doc = Path(args.doc)
     text = doc.read_text()
@@ -378,11 +449,11 @@ def main(argv=None):
     text = replace_block(text, "figure3", "\n\n".join(
         f"![{d['label']}, test SCMs {d['figure3_scms']}](results/{d['figure3']})"
         for d in report["datasets"] if "figure3" in d))
-    text = replace_block(text, "machine", f"Measured on {report['machine']}; the evaluation took "
-                         f"{seconds:.0f} s.")
+    text = replace_block(text, "machine", machine_block(report))
     doc.write_text(text)
     cards = {}
-    for ds, spec in zip(report["datasets"], specs):
+    for spec in specs:  # the cards of the datasets evaluated now
+        ds = next(d for d in report["datasets"] if d["label"] == spec.label)
         if spec.model:
             card = Path("models") / spec.model / "card.md"
             if card not in cards:

@@ -97,3 +97,64 @@ def test_sergio_rows_run_without_avici(tmp_path, monkeypatch):
         f"activa_ppl/simulate/networks/{f}" for f in r.SERGIO_NETWORKS]
     text = doc.read_text()
     assert "| SERGIO | Gaussian Cond." in text and str(tmp_path) not in text
+
+
+def test_training_block_states_the_recipe(tmp_path):
+    """A model trained with the recommended recipe says so in its card (context, schedule,
+    subsets); Eq. 4's values are not listed."""
+    import json
+
+    saved = json.loads((ROOT / "models" / "gauss8" / "config.json").read_text())
+    assert "decoder_context" not in r.training_block(ROOT / "models" / "gauss8")
+    saved["model_config"]["decoder_context"] = True
+    saved["info"]["train_config"].update(lr_schedule="warmup_cosine", warmup_steps=500, samples_per_task=32,
+                                         learning_rate=1e-3)
+    (tmp_path / "config.json").write_text(json.dumps(saved))
+    text = r.training_block(tmp_path)
+    assert "decoder_context=True" in text and "covariance_head" not in text
+    assert "Adam 0.001 with 500 warm-up steps and a cosine decay, 32-sample subsets of each task per step" in text
+
+
+def test_partial_run_merges_into_the_previous_report(tmp_path):
+    """``--datasets gauss8``: the new Gauss 8 entry replaces the old one in Table 1 order, the
+    other rows and their per-task records are kept, and the machine block names each row's run."""
+    import json
+
+    import pandas as pd
+
+    out, partial = tmp_path / "out", tmp_path / "out" / ".partial"
+    partial.mkdir(parents=True)
+    cells = {("all_but_target", "energy"): 1.0, ("all_but_target", "nll"): 2.0}
+    old = {"machine": "old machine", "command": "python inference/reproduce_table1.py --max-scms 500",
+           "average": "task", "split": "test", "datasets": [_ds("Gauss 2", cells, cells, cells),
+                                                          _ds("Gauss 8", cells, cells, cells)]}
+    for row in old["datasets"][0]["methods"]:  # written before rows named their method
+        del row["method"]
+    (out / "results.json").write_text(json.dumps(old))
+    record = dict(method="ACTIVA", scm=0, query=0, marginal="all_but_target", metric="energy", value=1.0)
+    pd.DataFrame([dict(record, dataset="Gauss 2"), dict(record, dataset="Gauss 8")]).to_csv(
+        out / "records.csv.gz", index=False)
+    new = _ds("Gauss 8", {**cells, ("all_but_target", "energy"): 0.5}, cells, cells)
+    new.update(command="python inference/reproduce_table1.py --datasets gauss8", machine="new machine",
+               date="2026-11-30")
+    pd.DataFrame([dict(record, dataset="Gauss 8", value=0.5)]).to_csv(partial / "records.csv.gz", index=False)
+    merged = r.merge_partial({"machine": "new machine", "datasets": [new]}, partial, out)
+
+    assert [ds["label"] for ds in merged["datasets"]] == ["Gauss 2", "Gauss 8"]
+    assert merged["datasets"][1]["methods"][0]["results"]["all_but_target"]["energy"]["mean"] == 0.5
+    assert [row["method"] for row in merged["datasets"][0]["methods"]] == [
+        "ACTIVA", "Linear Causal", "Gaussian Cond."]  # recovered from the labels
+    records = pd.read_csv(out / "records.csv.gz")
+    assert sorted(zip(records["dataset"], records["value"])) == [("Gauss 2", 1.0), ("Gauss 8", 0.5)]
+    assert json.loads((out / "results.json").read_text())["datasets"][1]["machine"] == "new machine"
+    assert (out / "figure4.png").is_file() and not partial.exists()
+    block = r.machine_block(merged)
+    assert "* Gauss 2: `python inference/reproduce_table1.py --max-scms 500`, on old machine." in block
+    assert "* Gauss 8: `python inference/reproduce_table1.py --datasets gauss8` on 2026-11-30, on new machine." in block
+    assert "new machine" in r.card_block(merged, merged["datasets"][1])
+
+
+def test_unknown_dataset_is_refused(capsys):
+    with pytest.raises(SystemExit):
+        r.main(["--datasets", "gauss9"])
+    assert "unknown ['gauss9']" in capsys.readouterr().err

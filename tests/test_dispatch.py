@@ -1,0 +1,54 @@
+"""activa_ppl.dispatch.evaluation_runtime: single-threaded Eigen and synchronous dispatch set
+before JAX's CPU backend starts, the user's XLA_FLAGS and opt-out respected, a started backend
+left alone. Each case runs in a fresh interpreter (XLA reads its flags once per process)."""
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SHOW = ("import os, jax; print(os.environ.get('XLA_FLAGS', '-').replace(' ', '_'), "
+        "jax.config.values['jax_cpu_enable_async_dispatch'])")
+
+
+def _run(code: str, **env: str) -> list[str]:
+    environ = {k: v for k, v in os.environ.items() if k not in ("XLA_FLAGS", "ACTIVA_EVAL_RUNTIME")}
+    environ.update(env, JAX_PLATFORMS="cpu", PYTHONPATH=ROOT)
+    proc = subprocess.run([sys.executable, "-c", code], env=environ, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return proc.stdout.split()
+
+
+def test_applied_before_the_backend_starts():
+    out = _run("from activa_ppl.dispatch import evaluation_runtime as e; print(e()); "
+               "import jax; jax.numpy.ones(2).block_until_ready(); " + SHOW)
+    assert out == ["True", "--xla_cpu_multi_thread_eigen=false", "False"]
+
+
+def test_other_xla_flags_kept_and_an_explicit_eigen_setting_respected():
+    code = "from activa_ppl.dispatch import evaluation_runtime as e; print(e()); " + SHOW
+    out = _run(code, XLA_FLAGS="--xla_cpu_enable_fast_math=false")
+    assert out == ["True", "--xla_cpu_enable_fast_math=false_--xla_cpu_multi_thread_eigen=false", "False"]
+    out = _run(code, XLA_FLAGS="--xla_cpu_multi_thread_eigen=true")
+    assert out == ["True", "--xla_cpu_multi_thread_eigen=true", "False"]
+
+
+@pytest.mark.parametrize("started", [False, True], ids=["opted-out", "backend-started"])
+def test_left_alone(started):
+    start = "import jax; jax.numpy.ones(2).block_until_ready(); " if started else ""
+    out = _run(start + "from activa_ppl.dispatch import evaluation_runtime as e; print(e()); " + SHOW,
+               **({} if started else {"ACTIVA_EVAL_RUNTIME": "0"}))
+    assert out == ["False", "-", "True"]
+
+
+def test_activa_evaluate_applies_it_and_other_commands_do_not(tmp_path):
+    code = "from activa_ppl.cli import main; main([{args}]); " + SHOW
+    data = tmp_path / "d"
+    simulate = ["simulate", "--num-vars", "2", "--num-scms", "10", "--num-samples", "5", "--out", str(data)]
+    assert _run(code.format(args=", ".join(map(repr, simulate))))[-2:] == ["-", "True"]
+    evaluate = ["evaluate", "--dataset", str(data), "--methods", "gaussian-conditional", "--max-scms", "1",
+                "--figure-scms", "0", "--quiet", "--out", str(tmp_path / "e")]
+    assert _run(code.format(args=", ".join(map(repr, evaluate))))[-2:] == ["--xla_cpu_multi_thread_eigen=false",
+                                                                          "False"]
