@@ -375,7 +375,7 @@ def machine_block(report: dict) -> str:
     lines = ["Rows measured by more than one run:", ""]
     for ds in report["datasets"]:
         when = f" on {ds['date']}" if ds.get("date") else ""
-        lines.append(f"* {ds['label']}: `{ds.get('command', report.get('command', ''))}`{when}, "
+        lines.append(f"* {ds['label']}: `{portable_command(ds.get('command', report.get('command', '')))}`{when}, "
                      f"on {ds.get('machine', report['machine'])}.")
     return "\n".join(lines)
 

@@ -104,8 +104,9 @@ def test_training_block_states_the_recipe(tmp_path):
     subsets); Eq. 4's values are not listed."""
     import json
 
-    saved = json.loads((ROOT / "models" / "gauss8" / "config.json").read_text())
-    assert "decoder_context" not in r.training_block(ROOT / "models" / "gauss8")
+    saved = json.loads((ROOT / "models" / "beta8" / "config.json").read_text())  # Eq. 4, paper's optimizer
+    assert "decoder_context" not in r.training_block(ROOT / "models" / "beta8")
+    assert "warm-up" not in r.training_block(ROOT / "models" / "beta8")
     saved["model_config"]["decoder_context"] = True
     saved["info"]["train_config"].update(lr_schedule="warmup_cosine", warmup_steps=500, samples_per_task=32,
                                          learning_rate=1e-3)
@@ -113,6 +114,7 @@ def test_training_block_states_the_recipe(tmp_path):
     text = r.training_block(tmp_path)
     assert "decoder_context=True" in text and "covariance_head" not in text
     assert "Adam 0.001 with 500 warm-up steps and a cosine decay, 32-sample subsets of each task per step" in text
+    assert "decoder_context=True" in r.training_block(ROOT / "models" / "gauss8")  # the shipped recipe model
 
 
 def test_partial_run_merges_into_the_previous_report(tmp_path):

@@ -10,6 +10,12 @@ from activa_ppl.baselines.mace_tnp import load_mace_tnp
 
 ROOT = Path(__file__).resolve().parents[1]
 ZOO = sorted(p.parent.name for p in (ROOT / "models").glob("*/config.json"))
+#: Largest |predicted mean − v| and predicted sd of the intervened variable (data units).
+MAX_TARGET_BIAS, MAX_TARGET_SD = 0.3, 0.5
+#: Zoo models still trained by Eq. 4 as written for 1.5 epochs (2026-11): over-dispersed, they
+#: fail the bounds above; each is removed from here when its retrained version ships (issue 14).
+#: strict: a model that starts passing must leave this list.
+OVERDISPERSED = {"beta8": "intervened variable's mean 1.6 from v", "sergio8": "mean 1.0 from v"}
 BASELINES = sorted(p.parent for p in (ROOT / "models" / "baselines").glob("*/config.json"))
 
 
@@ -34,7 +40,9 @@ def _inputs_like_training(fitted, rng):
     return rng.gamma(2.0, 2.0, size=(50, d)).astype(np.float32), value  # expression-like, positive
 
 
-@pytest.mark.parametrize("name", ZOO)
+@pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.xfail(
+    strict=True, reason=f"not yet retrained (issue 14): {OVERDISPERSED[n]}")) if n in OVERDISPERSED else n
+    for n in ZOO])
 def test_shipped_model_predicts(name, rng):
     fitted = ap.load_pretrained(name)  # checks the parameter shapes against the config
     obs, value = _inputs_like_training(fitted, rng)
@@ -43,10 +51,12 @@ def test_shipped_model_predicts(name, rng):
     assert mix.num_vars == d and mix.num_components == fitted.activa.config.decoder_components * \
         fitted.activa.config.num_predictive_latents
     assert np.isfinite(np.asarray(mix.locs)).all() and np.isfinite(np.asarray(mix.covariances)).all()
-    # the intervened variable's value lies within the predicted spread (the 2-variable models
-    # predict it to ±0.1; the 8-variable ones, trained for 1.5 epochs, far more loosely)
+    # The intervened variable is known to the model: do(X0 = v) sets it to v up to noise of sd
+    # 0.1 (linear sets). Fixed bounds, not a multiple of the predicted spread, so that an
+    # over-dispersed model fails here rather than passing with a wide tolerance.
     spread = float(np.sqrt(mix.covariance[0, 0]))
-    assert abs(float(mix.mean[0]) - value) < 3 * spread + 0.5, (float(mix.mean[0]), spread)
+    assert abs(float(mix.mean[0]) - value) < MAX_TARGET_BIAS, (name, float(mix.mean[0]), value)
+    assert spread < MAX_TARGET_SD, (name, spread)
 
 
 @pytest.mark.parametrize("path", BASELINES, ids=lambda p: p.name)
