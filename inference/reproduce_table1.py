@@ -396,6 +396,10 @@ def main(argv=None):
                         help="comma-separated datasets to evaluate (default: all of "
                              f"{', '.join(DATASETS)}); the rows of the others are kept from the "
                              "previous run's OUT/results.json, e.g. after retraining one zoo model")
+    parser.add_argument("--cards-only", action="store_true",
+                        help="evaluate nothing: rewrite the generated blocks of the docs page and of "
+                             "every model card from OUT/results.json (after a change of the "
+                             "templates; the rows are the stored ones, so retrain-and-evaluate first)")
     parser.add_argument("--quiet", action="store_true")
     args = parser.parse_args(argv)
     selected = [n.strip() for n in args.datasets.split(",") if n.strip()]
@@ -403,7 +407,9 @@ def main(argv=None):
     if unknown or not selected:
         parser.error(f"--datasets: unknown {unknown}; choose from {', '.join(DATASETS)}")
     partial = set(selected) != set(DATASETS)
-    if partial and not (Path(args.out) / "results.json").is_file():
+    if args.cards_only and not (Path(args.out) / "results.json").is_file():
+        parser.error(f"--cards-only needs a previous run's {Path(args.out) / 'results.json'}")
+    if partial and not args.cards_only and not (Path(args.out) / "results.json").is_file():
         parser.error(f"--datasets needs a previous full run's {Path(args.out) / 'results.json'} to merge into")
     if args.sergio_networks:
         graphs = [str(Path(args.sergio_networks).resolve() / f) for f in SERGIO_NETWORKS]
@@ -418,6 +424,10 @@ def main(argv=None):
     for name, entry in DATASETS.items():
         if name not in selected:
             continue
+        if args.cards_only:
+            model = entry.model if entry.model in zoo else None
+            specs.append(ap.report.DatasetSpec(str(Path(args.data_dir) / name), entry.label, model, ()))
+            continue
         path = dataset_for(name, entry, Path(args.data_dir), graphs)
         model = entry.model if entry.model in zoo else None  # a zoo name
         if entry.model and model is None:
@@ -429,6 +439,17 @@ def main(argv=None):
         methods = ((["activa:{model}"] if model else []) + ([f"mace-tnp:{mace}"] if mace else [])
                    + ["gaussian-conditional", "linear-causal"])
         specs.append(ap.report.DatasetSpec(str(path), entry.label, model, tuple(methods)))
+    if args.cards_only:
+        report = json.loads((Path(args.out) / "results.json").read_text())
+        specs = [spec for spec in specs if any(d["label"] == spec.label for d in report["datasets"])]
+    else:
+        report = evaluate_rows(specs, args, argv, partial)
+    write_docs_and_cards(report, specs, args)
+
+
+def evaluate_rows(specs: list, args, argv, partial: bool) -> dict:
+    """Evaluate ``specs`` (into ``OUT/.partial`` and merged when ``partial``); write and return
+    the report."""
     t0 = time.perf_counter()
     out = Path(args.out) / ".partial" if partial else Path(args.out)
     report = run_evaluation(specs, [], out, seed=args.seed, max_scms=args.max_scms, progress=not args.quiet)
@@ -441,6 +462,12 @@ def main(argv=None):
     if partial:
         report = merge_partial(report, out, Path(args.out))
     write_json(Path(args.out) / "results.json", report)
+    return report
+
+
+def write_docs_and_cards(report: dict, specs: list, args) -> None:
+    """The generated blocks of ``--doc``, of the cards of the models of ``specs`` and of the
+    MACE-TNP baselines' cards (training summaries)."""
     doc = Path(args.doc)
     text = doc.read_text()
     text = replace_block(text, "table1", format_table1(report) + "\n\n" + format_legend(report))

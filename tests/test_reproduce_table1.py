@@ -160,3 +160,9 @@ def test_unknown_dataset_is_refused(capsys):
     with pytest.raises(SystemExit):
         r.main(["--datasets", "gauss9"])
     assert "unknown ['gauss9']" in capsys.readouterr().err
+
+
+def test_cards_only_needs_a_previous_report(tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        r.main(["--cards-only", "--out", str(tmp_path / "none")])
+    assert "--cards-only needs a previous run's" in capsys.readouterr().err
