@@ -71,7 +71,7 @@ def evaluate_tasks(dataset: InterventionalDataset, predictors: dict, split: str 
         A DataFrame with one row per (method, task, marginal, metric) and the columns
         ``method, scm, query, marginal, metric, value``; empty marginals have no rows.
 
-    An evaluation has hung inside XLA on a 2-core machine (rarely, at random): a script that
+    Evaluations have hung inside XLA, intermittently, on a 2-core machine: a script that
     evaluates starts JAX with :func:`activa_ppl.dispatch.evaluation_runtime` first.
     """
     tasks = _select_scms(dataset.tasks(split), max_scms)
