@@ -14,12 +14,14 @@ BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 SCRIPT = BENCHMARKS / "bench_core.py"
 
 
-@pytest.mark.parametrize("script", ["bench_core.py", "bench_buckets.py", "bench_sergio.py"])
-def test_bench_script_help(script):
+@pytest.mark.parametrize("script, output", [("bench_core.py", "--json"), ("bench_buckets.py", "--json"),
+                                            ("bench_sergio.py", "--json"), ("bench_quality.py", "--out"),
+                                            ("bench_latents.py", "--out")])
+def test_bench_script_help(script, output):
     proc = subprocess.run([sys.executable, str(BENCHMARKS / script), "--help"],
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert proc.stdout.startswith("usage:") and "--json" in proc.stdout
+    assert proc.stdout.startswith("usage:") and output in proc.stdout
 
 
 @pytest.mark.parametrize("old_path", [False, pytest.param(True, marks=pytest.mark.slow)],
@@ -103,6 +105,7 @@ def _bench_quality_quick(out, variants):
     return proc
 
 
+@pytest.mark.slow  # about 2 minutes: two trainings and their scoring in worker processes
 def test_bench_quality_quick(tmp_path):
     """benchmarks/bench_quality.py --quick: side-by-side step timing, two variants trained to
     their step budgets in worker processes, scored next to Gaussian Conditional, table, JSON and
