@@ -44,10 +44,10 @@ from jax import export
 from activa_ppl import disk_memo
 from activa_ppl.config import ActivaConfig
 from activa_ppl.fitted import (MODEL_FORMAT, MODEL_FORMAT_VERSION, FittedActiva, _bucketed, _check_predict_memory,
-                               _checked_query, _Query, _single_query_arrays, load)
+                               _checked_query, _Query, _single_query_arrays)
 from activa_ppl.mixture import GaussianMixture, as_prng_key
 from activa_ppl.model_io import read_model_config, read_model_folder
-from activa_ppl.zoo import locate_model
+from activa_ppl.zoo import _load_named, locate_model
 
 __all__ = ["ENTRY_KIND", "ExportedActiva", "open_model"]
 
@@ -72,14 +72,7 @@ def open_model(name_or_path) -> FittedActiva | ExportedActiva:
             return ExportedActiva(path, name)
         except (TypeError, ValueError, KeyError, OverflowError):
             pass  # an unreadable folder: loading it raises the error of the normal path
-    return _load(path, name)
-
-
-def _load(path: Path, name: str) -> FittedActiva:
-    """[`load`][activa_ppl.fitted.load] with ``info["model_name"]`` set, as the zoo does."""
-    fitted = load(path)
-    fitted.info.setdefault("model_name", name)
-    return fitted
+    return _load_named(path, name)
 
 
 class ExportedActiva:
@@ -146,7 +139,7 @@ class ExportedActiva:
     def _model(self) -> FittedActiva:
         """The loaded model (once)."""
         if self._fitted is None:
-            self._fitted = _load(self.path, self._name)
+            self._fitted = _load_named(self.path, self._name)
         return self._fitted
 
     def _exported_call(self, q: _Query, args: tuple):
