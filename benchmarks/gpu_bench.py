@@ -29,11 +29,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import statistics
 import sys
 import time
+
+from bench_lib.machine import block, matmul_peak, timed_repeats, xla_cost  # same folder: run as a script
 
 #: (N samples, d variables) of the paper's dataset shapes, and the dry run's stand-ins.
 SHAPES = {"gauss8": (80, 8), "sergio": (30, 8), "gauss2": (100, 2)}
@@ -88,49 +89,6 @@ def _log(msg: str) -> None:
     print(f"[gpu_bench] {msg}", file=sys.stderr, flush=True)
 
 
-def _block(tree):
-    import jax
-
-    return jax.block_until_ready(tree)
-
-
-def _flops(compiled) -> float | None:
-    try:
-        cost = compiled.cost_analysis()
-    except Exception:  # pragma: no cover - backend without cost analysis
-        return None
-    if isinstance(cost, (list, tuple)):
-        cost = cost[0] if cost else None
-    value = cost.get("flops") if isinstance(cost, dict) else None
-    return float(value) if value and value > 0 else None
-
-
-def matmul_peak(dtype: str, sizes, target_s: float) -> dict:
-    """Best rate (FLOP/s) of a jitted chain of 8 square matmuls in ``dtype`` over ``sizes``."""
-    import jax
-    import jax.numpy as jnp
-
-    rates = {}
-    for n in sizes:
-        a = jax.random.normal(jax.random.PRNGKey(0), (n, n), dtype)
-        b = (jax.random.normal(jax.random.PRNGKey(1), (n, n), jnp.float32) / math.sqrt(n)).astype(dtype)
-
-        def chain(a, b):
-            for _ in range(8):
-                a = a @ b
-            return a
-
-        f = jax.jit(chain).lower(a, b).compile()
-        _block(f(a, b))
-        best, start = math.inf, time.perf_counter()
-        while time.perf_counter() - start < target_s or best == math.inf:
-            t0 = time.perf_counter()
-            _block(f(a, b))
-            best = min(best, time.perf_counter() - t0)
-        rates[str(n)] = 16.0 * n**3 / best
-    return {"flops_per_s": max(rates.values()), "per_size": rates}
-
-
 def _nominal_peak(device_kind: str, dtype: str) -> float | None:
     for name, peaks in NOMINAL_PEAKS.items():
         if name in device_kind:
@@ -171,18 +129,20 @@ def measure_cell(args, shape: str, dtype: str, n: int, d: int) -> dict:
     t0 = time.perf_counter()
     compiled = chunks.compiled.lower(state, *call).compile()
     compile_s = time.perf_counter() - t0
-    flops = _flops(compiled)  # XLA counts the loop body once: one step's FLOPs
+    try:
+        flops = xla_cost(compiled.cost_analysis())  # XLA counts the loop body once: one step's FLOPs
+    except Exception:  # pragma: no cover - backend without cost analysis
+        flops = None
     t0 = time.perf_counter()
-    state, losses = _block(compiled(state, *call))
+    state, losses = block(compiled(state, *call))
     warmup_s = time.perf_counter() - t0
     first_loss = float(np.asarray(losses)[0])  # step 0: the same state and minibatch in both dtypes
-    chunk_s, start = [], time.perf_counter()
-    while len(chunk_s) < 3 or time.perf_counter() - start < args.target_s:
-        t0 = time.perf_counter()
-        state, losses = _block(compiled(state, *call))
-        chunk_s.append(time.perf_counter() - t0)
-        if len(chunk_s) >= 2000:
-            break
+
+    def one_chunk():
+        nonlocal state, losses
+        state, losses = block(compiled(state, *call))
+
+    chunk_s = timed_repeats(one_chunk, args.target_s, 3, 2000)
     step_s = statistics.median(chunk_s) / args.steps_per_chunk
     tasks_per_s = batch / step_s
     return {
@@ -225,10 +185,11 @@ def main(argv=None) -> int:
               "peaks": {}, "cells": [], "skipped": [], "schedules": {k: list(v[:3]) for k, v in SCHEDULES.items()}}
     os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
     for dtype in args.dtypes:
-        measured = matmul_peak(dtype, sizes, peak_s)
-        report["peaks"][dtype] = {"measured_flops_per_s": measured["flops_per_s"], "per_size": measured["per_size"],
+        measured = matmul_peak(sizes, target_s=peak_s, dtype=dtype)
+        report["peaks"][dtype] = {"measured_flops_per_s": measured["gflops"] * 1e9,
+                                  "per_size": {n: r["gflops"] * 1e9 for n, r in measured["sizes"].items()},
                                   "nominal_flops_per_s": _nominal_peak(kind, dtype)}
-        _log(f"matmul peak {dtype}: {measured['flops_per_s'] / 1e12:.1f} TFLOP/s")
+        _log(f"matmul peak {dtype}: {measured['gflops'] / 1e3:.1f} TFLOP/s")
     shapes = DRY_SHAPES if args.cpu_dry_run else SHAPES
     longest = 0.0
     for shape in args.shapes:

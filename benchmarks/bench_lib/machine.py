@@ -116,8 +116,8 @@ def timed_repeats(fn, target_s: float, min_reps: int, max_reps: int) -> list[flo
     return times
 
 
-def matmul_peak(sizes, chain: int = 8, target_s: float = 1.0) -> dict:
-    """Best float32 matmul rate of this machine (GFLOP/s), all cores, through XLA.
+def matmul_peak(sizes, chain: int = 8, target_s: float = 1.0, dtype: str = "float32") -> dict:
+    """Best ``dtype`` matmul rate of this machine's default device (GFLOP/s), through XLA.
 
     For each size n a jitted chain of ``chain`` (n, n) @ (n, n) products (2 n^3 FLOPs each,
     checked against XLA's cost analysis) is timed; the best call over ``target_s`` seconds
@@ -128,8 +128,8 @@ def matmul_peak(sizes, chain: int = 8, target_s: float = 1.0) -> dict:
 
     per_size = {}
     for n in sizes:
-        a = jax.random.normal(jax.random.PRNGKey(0), (n, n), jnp.float32)
-        b = jax.random.normal(jax.random.PRNGKey(1), (n, n), jnp.float32) / math.sqrt(n)
+        a = jax.random.normal(jax.random.PRNGKey(0), (n, n), dtype)
+        b = (jax.random.normal(jax.random.PRNGKey(1), (n, n), jnp.float32) / math.sqrt(n)).astype(dtype)
 
         def f(a, b):
             for _ in range(chain):
