@@ -368,15 +368,13 @@ def merge_partial(report: dict, partial_dir: Path, out: Path) -> dict:
 def machine_block(report: dict) -> str:
     """Where and by which command the rows were measured: one line for a single run, one per
     dataset when partial runs (``--datasets``) updated some rows later."""
-    runs = {(ds.get("command", report.get("command", "")), ds.get("machine", report["machine"]),
-             ds.get("date", "")) for ds in report["datasets"]}
-    if len(runs) == 1:
+    runs = [(ds["label"], portable_command(ds.get("command", report.get("command", ""))),
+             ds.get("machine", report["machine"]), ds.get("date", "")) for ds in report["datasets"]]
+    if len({run[1:] for run in runs}) == 1:
         return f"Measured on {report['machine']}; the evaluation took {report.get('seconds', 0):.0f} s."
     lines = ["Rows measured by more than one run:", ""]
-    for ds in report["datasets"]:
-        when = f" on {ds['date']}" if ds.get("date") else ""
-        lines.append(f"* {ds['label']}: `{portable_command(ds.get('command', report.get('command', '')))}`{when}, "
-                     f"on {ds.get('machine', report['machine'])}.")
+    for label, command, machine, date in runs:
+        lines.append(f"* {label}: `{command}`{f' on {date}' if date else ''}, on {machine}.")
     return "\n".join(lines)
 
 
@@ -424,12 +422,11 @@ def main(argv=None):
     for name, entry in DATASETS.items():
         if name not in selected:
             continue
-        if args.cards_only:
-            model = entry.model if entry.model in zoo else None
+        model = entry.model if entry.model in zoo else None  # a zoo name
+        if args.cards_only:  # nothing simulated or evaluated: the cards' models only
             specs.append(ap.report.DatasetSpec(str(Path(args.data_dir) / name), entry.label, model, ()))
             continue
         path = dataset_for(name, entry, Path(args.data_dir), graphs)
-        model = entry.model if entry.model in zoo else None  # a zoo name
         if entry.model and model is None:
             print(f"no zoo model {entry.model!r}: {entry.label} gets the baseline rows only")
         mace = Path("models") / "baselines" / entry.mace_tnp if entry.mace_tnp else None
