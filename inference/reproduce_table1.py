@@ -457,8 +457,8 @@ def evaluate_rows(specs: list, args, argv, partial: bool) -> dict:
         ds.update(command=command, machine=report["machine"], date=time.strftime("%Y-%m-%d"))
     report.update(command=command, seconds=round(seconds))
     if partial:
-        report = merge_partial(report, out, Path(args.out))
-    write_json(Path(args.out) / "results.json", report)
+        return merge_partial(report, out, Path(args.out))  # writes OUT/results.json
+    write_json(Path(args.out) / "results.json", report)  # again, with the command
     return report
 
 
