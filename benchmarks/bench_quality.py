@@ -34,6 +34,9 @@ Usage::
     python benchmarks/bench_quality.py --data gauss8 --variants paper-small,context --budget-s 60 \\
         --num-scms 400 --out /tmp/q                      # a quick look
     python benchmarks/bench_quality.py --quick --out /tmp/q   # smoke test (tiny, seconds)
+    # the step-time ratio that gives two zoo trainings on a saved set the same compute
+    python benchmarks/bench_quality.py --data-dir data/sergio8 --variants recipe,mace-tnp \
+        --calibrate-only --calibration-reps 5 --out runs/quality-sergio8
 
 Timings on a shared 2-core machine vary by ±30 % between runs, and two CPU-heavy jobs at once
 each run at half speed: that is why the budget is converted to steps from speeds measured side
@@ -74,6 +77,10 @@ VARIANTS: dict[str, tuple[dict, dict]] = {
     "cs-mid": ({"decoder_context": True, "embed_dim": 64, "hidden_dim": 128, "covariance_rank": 32},
                {"samples_per_task": 32}),
     "cs-batch64": ({"decoder_context": True}, {"samples_per_task": 32, "batch_size": 64}),
+    # The recommended recipe (ActivaConfig.recommended / TrainConfig.recommended), whose warm-up
+    # is set from the variant's steps in _configs.
+    "recipe": ({"decoder_context": True, "beta": 1.0, "num_predictive_latents": 100, "num_validation_latents": 20},
+               {"samples_per_task": 32, "learning_rate": 1e-3, "lr_schedule": "warmup_cosine"}),
     "mace-tnp": ({}, {}),
 }
 
@@ -102,6 +109,8 @@ def worker_env() -> dict:
 def _dataset(args):
     import activa_ppl as ap
 
+    if args.data_dir:
+        return ap.load_dataset(args.data_dir)
     if args.quick:
         return ap.simulate.linear_dataset(num_scms=60, num_vars=2, num_samples=20, seed=args.data_seed)
     return ap.simulate.linear_dataset(num_scms=args.num_scms, seed=args.data_seed, **DATASETS[args.data])
@@ -112,8 +121,9 @@ def _summary(results: dict) -> dict:
     return {m: {k: results[m][k]["mean"] for k in ("nll", "energy")} for m in MARGINALS if m in results}
 
 
-def _configs(args, name: str, data):
-    """``(model config, training config)`` of variant ``name`` (MACE-TNP's or ACTIVA's)."""
+def _configs(args, name: str, data, steps: int | None = None):
+    """``(model config, training config)`` of variant ``name`` (MACE-TNP's or ACTIVA's) for
+    ``steps`` training steps (``None``: ``--max-steps``)."""
     import activa_ppl as ap
     from activa_ppl.standardize import nominal_intervention_values
 
@@ -122,11 +132,14 @@ def _configs(args, name: str, data):
         from activa_ppl.baselines.mace_tnp import MaceTnpTrainConfig
 
         return (ap.MaceTnpConfig.preset(preset, num_vars=data.num_vars),
-                MaceTnpTrainConfig(num_steps=args.max_steps, eval_every=args.eval_every, seed=args.seed))
+                MaceTnpTrainConfig(num_steps=steps or args.max_steps, eval_every=args.eval_every, seed=args.seed))
     model_over, train_over = VARIANTS[name]
+    steps = steps or args.max_steps
+    if name == "recipe":
+        train_over = {**train_over, "warmup_steps": ap.TrainConfig.recommended(steps).warmup_steps}
     config = ap.ActivaConfig.preset(preset, num_interventions=max(1, data.num_interventions), standardize=True,
                                     intervention_values=nominal_intervention_values(data), **model_over)
-    train_config = ap.TrainConfig(**{"num_steps": args.max_steps, "eval_every": args.eval_every,
+    train_config = ap.TrainConfig(**{"num_steps": steps, "eval_every": args.eval_every,
                                      "seed": args.seed, **train_over})
     return config, train_config
 
@@ -182,8 +195,7 @@ def run_variant(args, name: str, steps: int) -> dict:
     workdir = Path(args.out) / name
     load = os.getloadavg()[0]
     t0 = time.perf_counter()
-    config, train_config = _configs(args, name, data)
-    train_config = dataclasses.replace(train_config, num_steps=steps)
+    config, train_config = _configs(args, name, data, steps)
     if name == "mace-tnp":
         fitted = ap.train_mace_tnp(config, data, config=train_config, workdir=workdir, progress=False)
         predictor = mace_tnp_predictor(fitted)
@@ -256,6 +268,9 @@ def format_table(report: dict) -> str:
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--data", choices=sorted(DATASETS), default="gauss8", help="dataset (default gauss8)")
+    p.add_argument("--data-dir", help="a dataset folder written by `activa simulate` or "
+                   "inference/simulate_sergio.py (e.g. data/sergio8), used instead of simulating "
+                   "--data (default: none)")
     p.add_argument("--num-scms", type=int, default=6000, help="SCMs simulated (default 6000)")
     p.add_argument("--data-seed", type=int, default=0, help="simulation seed (default 0)")
     p.add_argument("--variants", default="paper-small,context,mace-tnp",
@@ -273,6 +288,9 @@ def parse_args(argv=None):
     p.add_argument("--seed", type=int, default=0, help="training seed (default 0)")
     p.add_argument("--out", required=True, help="output folder (workdirs, JSON, table, figure)")
     p.add_argument("--quick", action="store_true", help="smoke test: tiny data, tiny preset, 2 s budgets")
+    p.add_argument("--calibrate-only", action="store_true",
+                   help="time the variants side by side, write calibration.json and stop (the step "
+                   "ratios that give two long trainings the same compute)")
     p.add_argument("--worker", help=argparse.SUPPRESS)
     p.add_argument("--worker-steps", type=int, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
@@ -293,7 +311,8 @@ def main(argv=None) -> int:
         result = run_variant(args, args.worker, args.worker_steps)
         (out / args.worker / "result.json").write_text(json.dumps(result, indent=1) + "\n")
         return 0
-    report = {"command": " ".join([Path(sys.argv[0]).name] + (argv or sys.argv[1:])), "data": args.data,
+    report = {"command": " ".join([Path(sys.argv[0]).name] + (argv or sys.argv[1:])),
+              "data": args.data_dir or args.data,
               "num_scms": args.num_scms, "budget_s": args.budget_s, "eval_split": args.eval_split,
               "eval_scms": args.eval_scms, "preset": args.preset, "machine": machine(), "variants": []}
     names = args.variants.split(",")
@@ -312,6 +331,11 @@ def main(argv=None) -> int:
         seconds.update({n: timed[n] * scale for n in missing})
         calibration_file.write_text(json.dumps(seconds, indent=1) + "\n")
     report["seconds_per_step"] = seconds
+    if args.calibrate_only:
+        for name in names:
+            print(f"{name}: {seconds[name]:.4f} s/step ({seconds[name] / seconds[names[0]]:.3f}x {names[0]})")
+        print(f"wrote {calibration_file}")
+        return 0
     for name in names:
         steps = max(args.eval_every, min(args.max_steps, int(args.budget_s / seconds[name])))
         result_file = out / name / "result.json"

@@ -121,6 +121,23 @@ def test_bench_quality_quick(tmp_path):
     assert (tmp_path / "learning_curves.png").stat().st_size > 10_000
 
 
+@pytest.mark.slow  # about 40 s: two compilations
+def test_bench_quality_calibrate_only_on_saved_data(tmp_path):
+    """``--data-dir`` reads a saved dataset (SERGIO's, in the zoo) instead of simulating one, and
+    ``--calibrate-only`` times the variants side by side (the ``recipe`` variant among them) and
+    stops: calibration.json, no training."""
+    import activa_ppl as ap
+
+    ap.simulate.linear_dataset(num_scms=40, num_vars=3, num_samples=12, seed=1).save(tmp_path / "data")
+    proc = subprocess.run([sys.executable, str(BENCHMARKS / "bench_quality.py"), "--quick", "--calibrate-only",
+                           "--data-dir", str(tmp_path / "data"), "--variants", "recipe,mace-tnp",
+                           "--out", str(tmp_path / "q")], capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    seconds = json.loads((tmp_path / "q" / "calibration.json").read_text())
+    assert set(seconds) == {"recipe", "mace-tnp"} and min(seconds.values()) > 0
+    assert "mace-tnp:" in proc.stdout and not (tmp_path / "q" / "recipe").exists()
+
+
 @pytest.mark.slow
 def test_bench_quality_extends_and_rescores(tmp_path):
     """A variant added later is timed beside a cached one and the finished ones are not retrained;
