@@ -3,7 +3,7 @@
 Evaluations have hung inside XLA on this project's 2-core machine (jax/jaxlib 0.10.2): the main
 thread waits in ``BlockUntilReady`` for the scores of
 :func:`activa_ppl.metrics.evaluate_predictions` while every XLA and Eigen worker thread is
-parked waiting for work, for ever, with no CPU used. Recorded: 5 hangs in 7 runs (the first
+parked waiting for work, for ever, with no CPU used. Recorded: 6 hangs in 9 runs (the first
 scoring of a process included), under asynchronous and under synchronous dispatch. The same
 symptom, reported by another JAX project on other machines, disappeared with single-threaded
 Eigen (``XLA_FLAGS=--xla_cpu_multi_thread_eigen=false``: 12 runs without a hang against 14
@@ -18,6 +18,14 @@ settings; call :func:`evaluation_runtime` first to get them. ``ACTIVA_EVAL_RUNTI
 JAX's defaults. Neither setting changes a result; single-threaded Eigen makes the matrix
 products of an evaluation slower on a many-core machine.
 
+Neither setting cures the hang: ``inference/reproduce_table1.py`` hung with both on
+2026-11-30 (all workers parked again; a matrix product dispatched from another thread ran and
+did not wake the stalled execution), and on jax 0.10.2 the Eigen flag does not stop the
+``tf_XLAEigen`` pool from sharing a program's matrix products (thread CPU times, measured).
+Since evaluations are seeded, rerunning a hung one gives the same numbers:
+:func:`run_with_stall_restart` runs a command in a child process and restarts it when it prints
+nothing for a while; ``inference/reproduce_table1.py`` runs itself that way.
+
 JAX does not read ``JAX_CPU_ENABLE_ASYNC_DISPATCH`` from the environment
 (``jax_cpu_enable_async_dispatch`` is a flag, set with ``jax.config.update``; checked with jax
 0.10.2), which this project's documentation recommended until 2026-11-30.
@@ -26,8 +34,19 @@ JAX does not read ``JAX_CPU_ENABLE_ASYNC_DISPATCH`` from the environment
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
+import threading
+import time
 
-__all__ = ["OPT_OUT_VARIABLE", "EIGEN_FLAG", "evaluation_runtime"]
+from collections.abc import Sequence
+
+__all__ = ["OPT_OUT_VARIABLE", "EIGEN_FLAG", "WATCHED_CHILD_VARIABLE", "evaluation_runtime",
+           "run_with_stall_restart"]
+
+#: Set to ``1`` in the child process of :func:`run_with_stall_restart` (so a script that
+#: re-runs itself under the watchdog knows it is the child).
+WATCHED_CHILD_VARIABLE = "ACTIVA_WATCHED_CHILD"
 
 #: Set to ``0`` to keep JAX's default CPU runtime in evaluation processes.
 OPT_OUT_VARIABLE = "ACTIVA_EVAL_RUNTIME"
@@ -56,3 +75,51 @@ def evaluation_runtime() -> bool:
         os.environ["XLA_FLAGS"] = f"{flags} {EIGEN_FLAG}".strip()
     jax.config.update("jax_cpu_enable_async_dispatch", False)
     return True
+
+
+def run_with_stall_restart(argv: Sequence[str], *, stall_s: float = 600.0, max_restarts: int = 3,
+                           env: dict | None = None, poll_s: float = 1.0, out=None) -> int:
+    """Run ``argv`` in a child process, copying its output (stdout and stderr, merged) to
+    ``out`` (default: this process's stdout) as it comes, and kill and restart it when it writes
+    nothing for ``stall_s`` seconds: the intermittent XLA hang above leaves a process silent for
+    ever, and a seeded evaluation rerun gives the same numbers.
+
+    The child's environment is ``env`` (default: this process's) with
+    :data:`WATCHED_CHILD_VARIABLE` set to ``1``. Progress bars count as output, so ``stall_s``
+    must exceed the longest silent stretch of a healthy run (a compilation, a chunk of work).
+
+    Returns:
+        the child's exit status; ``1`` after ``max_restarts`` restarts that all stalled.
+    """
+    if not stall_s > 0 or max_restarts < 0:
+        raise ValueError(f"need stall_s > 0 and max_restarts >= 0, got {stall_s!r} and {max_restarts!r}")
+    sink = out if out is not None else sys.stdout.buffer
+    child_env = {**(os.environ if env is None else env), WATCHED_CHILD_VARIABLE: "1"}
+    for attempt in range(max_restarts + 1):
+        proc = subprocess.Popen(list(argv), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=child_env)
+        last = [time.monotonic()]
+
+        def pump(stream=proc.stdout, last=last):  # raw chunks: progress bars end in \r, not \n
+            for chunk in iter(lambda: os.read(stream.fileno(), 4096), b""):
+                last[0] = time.monotonic()
+                sink.write(chunk)
+                sink.flush()
+
+        reader = threading.Thread(target=pump, daemon=True)
+        reader.start()
+        stalled = False
+        while proc.poll() is None:
+            if time.monotonic() - last[0] > stall_s:
+                stalled = True
+                proc.kill()
+                proc.wait()
+                break
+            time.sleep(poll_s)
+        reader.join(timeout=10)
+        if not stalled:
+            return proc.returncode
+        print(f"\n[watchdog] no output for {stall_s:.0f} s (the intermittent XLA hang, "
+              f"activa_ppl.dispatch): killed; restart {attempt + 1} of {max_restarts}"
+              if attempt < max_restarts else
+              f"\n[watchdog] no output for {stall_s:.0f} s: killed; no restarts left", file=sys.stderr, flush=True)
+    return 1

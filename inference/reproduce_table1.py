@@ -38,6 +38,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import activa_ppl as ap
+from activa_ppl.dispatch import WATCHED_CHILD_VARIABLE, run_with_stall_restart
 from activa_ppl.model_info import intervention_values
 from activa_ppl.report import (format_ate_table, format_legend, format_table1,
                                run_evaluation, write_json, write_report_files)
@@ -398,6 +399,11 @@ def main(argv=None):
                         help="evaluate nothing: rewrite the generated blocks of the docs page and of "
                              "every model card from OUT/results.json (after a change of the "
                              "templates; the rows are the stored ones, so retrain-and-evaluate first)")
+    parser.add_argument("--stall-restart-s", type=float, default=600.0, metavar="S",
+                        help="run the evaluation in a child process and restart it when it prints "
+                             "nothing for S seconds, against an intermittent XLA hang "
+                             "(activa_ppl.dispatch; seeded, so a restart gives the same numbers); "
+                             "0: run in this process (default: %(default)s)")
     parser.add_argument("--quiet", action="store_true")
     args = parser.parse_args(argv)
     selected = [n.strip() for n in args.datasets.split(",") if n.strip()]
@@ -416,6 +422,9 @@ def main(argv=None):
             parser.error(f"missing network files {missing}; see docs/sergio.md")
     else:
         graphs = [str(shipped_network_path(name)) for name in SHIPPED_NETWORKS]
+    if not args.cards_only and args.stall_restart_s > 0 and os.environ.get(WATCHED_CHILD_VARIABLE) != "1":
+        return run_with_stall_restart([sys.executable, str(Path(__file__).resolve()),
+                                       *(argv if argv is not None else sys.argv[1:])], stall_s=args.stall_restart_s)
     os.chdir(ROOT)  # paths in the report are relative to the repository root
     zoo = ap.available_models()
     specs = []
@@ -499,4 +508,4 @@ def write_docs_and_cards(report: dict, specs: list, args) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())
