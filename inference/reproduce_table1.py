@@ -399,11 +399,12 @@ def main(argv=None):
                         help="evaluate nothing: rewrite the generated blocks of the docs page and of "
                              "every model card from OUT/results.json (after a change of the "
                              "templates; the rows are the stored ones, so retrain-and-evaluate first)")
-    parser.add_argument("--stall-restart-s", type=float, default=600.0, metavar="S",
+    parser.add_argument("--stall-restart-s", type=float, default=1800.0, metavar="S",
                         help="run the evaluation in a child process and restart it when it prints "
                              "nothing for S seconds, against an intermittent XLA hang "
-                             "(activa_ppl.dispatch; seeded, so a restart gives the same numbers); "
-                             "0: run in this process (default: %(default)s)")
+                             "(activa_ppl.dispatch; seeded, so a restart gives the same numbers); a "
+                             "healthy run is silent while it predicts one method's test split, "
+                             "minutes on a busy 2-core machine; 0: run in this process (default: %(default)s)")
     parser.add_argument("--quiet", action="store_true")
     args = parser.parse_args(argv)
     selected = [n.strip() for n in args.datasets.split(",") if n.strip()]
