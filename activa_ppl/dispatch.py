@@ -1,30 +1,31 @@
-"""How evaluation processes start JAX's CPU backend (a workaround for an intermittent XLA hang).
+"""How evaluation processes start JAX's CPU backend (workarounds for an intermittent XLA hang).
 
-Evaluations have hung inside XLA on this project's 2-core machine (jax/jaxlib 0.10.2): the main
-thread waits in ``BlockUntilReady`` for the scores of
+Evaluations hang inside XLA on this project's 2-core machine (jax/jaxlib 0.10.2), more often the
+busier the machine: the main thread waits in ``BlockUntilReady`` for the scores of
 :func:`activa_ppl.metrics.evaluate_predictions` while every XLA and Eigen worker thread is
-parked waiting for work, for ever, with no CPU used. Recorded: 6 hangs in 9 runs (the first
-scoring of a process included), under asynchronous and under synchronous dispatch. The same
-symptom, reported by another JAX project on other machines, disappeared with single-threaded
-Eigen (``XLA_FLAGS=--xla_cpu_multi_thread_eigen=false``: 12 runs without a hang against 14
-hangs in 16 without it). The evidence and native stacks are on the "Reliability" page of the
-docs.
+parked waiting for work, for ever, with no CPU used. A computation dispatched from another
+thread of the hung process runs and does not wake it: a completion is lost, no task is waiting
+in a queue. ``benchmarks/repro_xla_hang.py`` reproduces it in a minute or two on a loaded
+machine (random mixtures of ACTIVA's size, scored in fresh processes under alternating XLA
+settings). Measured there on 2026-11-30, trials of eight scorings of 1024 tasks beside one or
+two trainings: JAX's defaults finished 0 of 7, ``XLA_FLAGS=--xla_cpu_multi_thread_eigen=false``
+(the cure another JAX project measured for the same symptom) 0 of 2, and
+``XLA_FLAGS=--xla_cpu_experimental_ynn_fusion_type=`` (no YNNPACK fusions, which on jax 0.10.2
+run the matrix products on the calling thread and the ``tf_XLAEigen`` pool together) 4 of 5.
+The evidence and native stacks are on the "Reliability" page of the docs.
 
-:func:`evaluation_runtime` starts the backend that way (single-threaded Eigen, synchronous
-dispatch) where it still can, i.e. before JAX's first computation; ``activa evaluate``,
-``inference/reproduce_table1.py`` and ``benchmarks/bench_latents.py`` call it first thing.
-Library calls of :func:`activa_ppl.evaluation.evaluate` do not change the process's JAX
-settings; call :func:`evaluation_runtime` first to get them. ``ACTIVA_EVAL_RUNTIME=0`` keeps
-JAX's defaults. Neither setting changes a result; single-threaded Eigen makes the matrix
-products of an evaluation slower on a many-core machine.
+Two workarounds, since no setting cures it:
 
-Neither setting cures the hang: ``inference/reproduce_table1.py`` hung with both on
-2026-11-30 (all workers parked again; a matrix product dispatched from another thread ran and
-did not wake the stalled execution), and on jax 0.10.2 the Eigen flag does not stop the
-``tf_XLAEigen`` pool from sharing a program's matrix products (thread CPU times, measured).
-Since evaluations are seeded, rerunning a hung one gives the same numbers:
-:func:`run_with_stall_restart` runs a command in a child process and restarts it when it prints
-nothing for a while; ``inference/reproduce_table1.py`` runs itself that way.
+* :func:`evaluation_runtime` starts the backend without YNNPACK fusions (:data:`YNN_FLAG`) and
+  with synchronous dispatch, where it still can, i.e. before JAX's first computation;
+  ``activa evaluate``, ``inference/reproduce_table1.py`` and ``benchmarks/bench_latents.py``
+  call it first thing, and the test suite's ``conftest.py`` sets the flag. Library calls of
+  :func:`activa_ppl.evaluation.evaluate` do not change the process's JAX settings; call
+  :func:`evaluation_runtime` first to get them. ``ACTIVA_EVAL_RUNTIME=0`` keeps JAX's defaults.
+  Neither setting changes a result beyond float rounding.
+* :func:`run_with_stall_restart` runs a command in a child process and restarts it when it
+  prints nothing for a while; evaluations are seeded, so a rerun gives the same numbers.
+  ``inference/reproduce_table1.py`` runs itself that way.
 
 JAX does not read ``JAX_CPU_ENABLE_ASYNC_DISPATCH`` from the environment
 (``jax_cpu_enable_async_dispatch`` is a flag, set with ``jax.config.update``; checked with jax
@@ -41,7 +42,7 @@ import time
 
 from collections.abc import Sequence
 
-__all__ = ["OPT_OUT_VARIABLE", "EIGEN_FLAG", "WATCHED_CHILD_VARIABLE", "evaluation_runtime",
+__all__ = ["OPT_OUT_VARIABLE", "YNN_FLAG", "WATCHED_CHILD_VARIABLE", "evaluation_runtime",
            "run_with_stall_restart"]
 
 #: Set to ``1`` in the child process of :func:`run_with_stall_restart` (so a script that
@@ -50,15 +51,15 @@ WATCHED_CHILD_VARIABLE = "ACTIVA_WATCHED_CHILD"
 
 #: Set to ``0`` to keep JAX's default CPU runtime in evaluation processes.
 OPT_OUT_VARIABLE = "ACTIVA_EVAL_RUNTIME"
-#: The XLA flag added to ``XLA_FLAGS``.
-EIGEN_FLAG = "--xla_cpu_multi_thread_eigen=false"
+#: The XLA flag added to ``XLA_FLAGS``: no YNNPACK fusions (an empty list of fusion types).
+YNN_FLAG = "--xla_cpu_experimental_ynn_fusion_type="
 
 
 def evaluation_runtime() -> bool:
-    """Start JAX's CPU backend with single-threaded Eigen (:data:`EIGEN_FLAG` added to
-    ``XLA_FLAGS``) and synchronous dispatch, if the backend has not started yet and
+    """Start JAX's CPU backend without YNNPACK fusions (:data:`YNN_FLAG` added to
+    ``XLA_FLAGS``) and with synchronous dispatch, if the backend has not started yet and
     ``ACTIVA_EVAL_RUNTIME`` is not ``0``. An ``XLA_FLAGS`` that already sets
-    ``xla_cpu_multi_thread_eigen`` is left alone.
+    ``xla_cpu_experimental_ynn_fusion_type`` is left alone.
 
     Returns:
         whether the settings were applied (``False``: opted out, or the backend had started).
@@ -71,8 +72,8 @@ def evaluation_runtime() -> bool:
     if xla_bridge.backends_are_initialized():
         return False
     flags = os.environ.get("XLA_FLAGS", "")
-    if "xla_cpu_multi_thread_eigen" not in flags:  # read by XLA when the backend starts
-        os.environ["XLA_FLAGS"] = f"{flags} {EIGEN_FLAG}".strip()
+    if "xla_cpu_experimental_ynn_fusion_type" not in flags:  # read by XLA when the backend starts
+        os.environ["XLA_FLAGS"] = f"{flags} {YNN_FLAG}".strip()
     jax.config.update("jax_cpu_enable_async_dispatch", False)
     return True
 

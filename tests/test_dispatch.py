@@ -1,4 +1,4 @@
-"""activa_ppl.dispatch.evaluation_runtime: single-threaded Eigen and synchronous dispatch set
+"""activa_ppl.dispatch.evaluation_runtime: no YNNPACK fusions and synchronous dispatch set
 before JAX's CPU backend starts, the user's XLA_FLAGS and opt-out respected, a started backend
 left alone. Each case runs in a fresh interpreter (XLA reads its flags once per process)."""
 
@@ -24,15 +24,15 @@ def _run(code: str, **env: str) -> list[str]:
 def test_applied_before_the_backend_starts():
     out = _run("from activa_ppl.dispatch import evaluation_runtime as e; print(e()); "
                "import jax; jax.numpy.ones(2).block_until_ready(); " + SHOW)
-    assert out == ["True", "--xla_cpu_multi_thread_eigen=false", "False"]
+    assert out == ["True", "--xla_cpu_experimental_ynn_fusion_type=", "False"]
 
 
 def test_other_xla_flags_kept_and_an_explicit_eigen_setting_respected():
     code = "from activa_ppl.dispatch import evaluation_runtime as e; print(e()); " + SHOW
     out = _run(code, XLA_FLAGS="--xla_cpu_enable_fast_math=false")
-    assert out == ["True", "--xla_cpu_enable_fast_math=false_--xla_cpu_multi_thread_eigen=false", "False"]
-    out = _run(code, XLA_FLAGS="--xla_cpu_multi_thread_eigen=true")
-    assert out == ["True", "--xla_cpu_multi_thread_eigen=true", "False"]
+    assert out == ["True", "--xla_cpu_enable_fast_math=false_--xla_cpu_experimental_ynn_fusion_type=", "False"]
+    out = _run(code, XLA_FLAGS="--xla_cpu_experimental_ynn_fusion_type=dot")
+    assert out == ["True", "--xla_cpu_experimental_ynn_fusion_type=dot", "False"]
 
 
 @pytest.mark.parametrize("started", [False, True], ids=["opted-out", "backend-started"])
@@ -50,7 +50,7 @@ def test_activa_evaluate_applies_it_and_other_commands_do_not(tmp_path):
     assert _run(code.format(args=", ".join(map(repr, simulate))))[-2:] == ["-", "True"]
     evaluate = ["evaluate", "--dataset", str(data), "--methods", "gaussian-conditional", "--max-scms", "1",
                 "--figure-scms", "0", "--quiet", "--out", str(tmp_path / "e")]
-    assert _run(code.format(args=", ".join(map(repr, evaluate))))[-2:] == ["--xla_cpu_multi_thread_eigen=false",
+    assert _run(code.format(args=", ".join(map(repr, evaluate))))[-2:] == ["--xla_cpu_experimental_ynn_fusion_type=",
                                                                           "False"]
 
 
