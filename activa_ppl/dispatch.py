@@ -35,6 +35,7 @@ JAX does not read ``JAX_CPU_ENABLE_ASYNC_DISPATCH`` from the environment
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 import threading
@@ -42,8 +43,8 @@ import time
 
 from collections.abc import Sequence
 
-__all__ = ["OPT_OUT_VARIABLE", "YNN_FLAG", "WATCHED_CHILD_VARIABLE", "evaluation_runtime",
-           "run_with_stall_restart"]
+__all__ = ["OPT_OUT_VARIABLE", "YNN_FLAG", "YNN_FLAG_MIN_JAXLIB", "WATCHED_CHILD_VARIABLE", "evaluation_runtime",
+           "with_ynn_flag", "run_with_stall_restart"]
 
 #: Set to ``1`` in the child process of :func:`run_with_stall_restart` (so a script that
 #: re-runs itself under the watchdog knows it is the child).
@@ -53,10 +54,26 @@ WATCHED_CHILD_VARIABLE = "ACTIVA_WATCHED_CHILD"
 OPT_OUT_VARIABLE = "ACTIVA_EVAL_RUNTIME"
 #: The XLA flag added to ``XLA_FLAGS``: no YNNPACK fusions (an empty list of fusion types).
 YNN_FLAG = "--xla_cpu_experimental_ynn_fusion_type="
+#: The oldest jaxlib on which :data:`YNN_FLAG` was checked to exist (0.10.2 and 0.12.0.1 have
+#: it). XLA aborts the process on a flag it does not know, so older versions get no flag.
+YNN_FLAG_MIN_JAXLIB = (0, 10, 2)
+
+
+def with_ynn_flag(flags: str) -> str:
+    """``flags`` (an ``XLA_FLAGS`` value) with :data:`YNN_FLAG` added, unless they set
+    ``xla_cpu_experimental_ynn_fusion_type`` already or the installed jaxlib is older than
+    :data:`YNN_FLAG_MIN_JAXLIB`. Importing jaxlib does not start XLA; the flags are read when
+    the backend starts."""
+    import jaxlib
+
+    version = tuple(int(part) for part in re.findall(r"\d+", jaxlib.__version__)[:3])
+    if "xla_cpu_experimental_ynn_fusion_type" in flags or version < YNN_FLAG_MIN_JAXLIB:
+        return flags
+    return f"{flags} {YNN_FLAG}".strip()
 
 
 def evaluation_runtime() -> bool:
-    """Start JAX's CPU backend without YNNPACK fusions (:data:`YNN_FLAG` added to
+    """Start JAX's CPU backend without YNNPACK fusions (:func:`with_ynn_flag` on
     ``XLA_FLAGS``) and with synchronous dispatch, if the backend has not started yet and
     ``ACTIVA_EVAL_RUNTIME`` is not ``0``. An ``XLA_FLAGS`` that already sets
     ``xla_cpu_experimental_ynn_fusion_type`` is left alone.
@@ -71,9 +88,9 @@ def evaluation_runtime() -> bool:
 
     if xla_bridge.backends_are_initialized():
         return False
-    flags = os.environ.get("XLA_FLAGS", "")
-    if "xla_cpu_experimental_ynn_fusion_type" not in flags:  # read by XLA when the backend starts
-        os.environ["XLA_FLAGS"] = f"{flags} {YNN_FLAG}".strip()
+    flags = with_ynn_flag(os.environ.get("XLA_FLAGS", ""))  # read by XLA when the backend starts
+    if flags:
+        os.environ["XLA_FLAGS"] = flags
     jax.config.update("jax_cpu_enable_async_dispatch", False)
     return True
 

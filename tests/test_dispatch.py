@@ -85,3 +85,16 @@ def test_stalling_every_time_gives_up(tmp_path):
     assert code == 1 and out.split() == [b"x", b"x"]
     with pytest.raises(ValueError, match="stall_s"):
         _watched(tmp_path, "pass", stall_s=0)
+
+
+def test_ynn_flag_only_where_jaxlib_knows_it(monkeypatch):
+    """XLA aborts on an unknown flag: older jaxlib versions get none, and a user's setting stays."""
+    import jaxlib
+
+    from activa_ppl.dispatch import YNN_FLAG, with_ynn_flag
+
+    monkeypatch.setattr(jaxlib, "__version__", "0.12.0.1")
+    assert with_ynn_flag("") == YNN_FLAG and with_ynn_flag("--a=1") == f"--a=1 {YNN_FLAG}"
+    assert with_ynn_flag("--xla_cpu_experimental_ynn_fusion_type=dot") == "--xla_cpu_experimental_ynn_fusion_type=dot"
+    monkeypatch.setattr(jaxlib, "__version__", "0.9.2")
+    assert with_ynn_flag("--a=1") == "--a=1"
