@@ -29,6 +29,7 @@ import networkx as nx
 import numpy as np
 
 from activa_ppl.mixture import GaussianMixture, mixture_log_prob, sample_arrays
+from activa_ppl.mixture_math import cholesky
 
 __all__ = [
     "MARGINAL_SET_NAMES",
@@ -322,7 +323,7 @@ def _masked_scores(weights, locs, covariances, interventional, masks, key):
     def one(m):
         outer = m[:, None] * m[None, :]
         cov = covariances * outer + jnp.diag(1.0 - m)
-        logp = mixture_log_prob(jnp.log(weights), locs * m, jnp.linalg.cholesky(cov), interventional * m) + (d - jnp.sum(m)) * _HALF_LOG_2PI
+        logp = mixture_log_prob(jnp.log(weights), locs * m, cholesky(cov), interventional * m) + (d - jnp.sum(m)) * _HALF_LOG_2PI
         nll = -jnp.mean(logp)
 
         def mean_dist(a, b):

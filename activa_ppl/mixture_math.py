@@ -13,9 +13,44 @@ import math
 import jax
 import jax.numpy as jnp
 
-__all__ = ["component_log_prob_tril", "mixture_log_prob", "sample_arrays"]
+__all__ = ["UNROLLED_CHOLESKY_MAX_DIM", "cholesky", "component_log_prob_tril", "mixture_log_prob", "sample_arrays"]
 
 _LOG_2PI = math.log(2.0 * math.pi)
+
+#: Largest ``d`` for which :func:`cholesky` unrolls the factorization into elementwise JAX ops.
+UNROLLED_CHOLESKY_MAX_DIM = 16
+
+
+def cholesky(a):
+    """Lower Cholesky factor of ``a (..., d, d)``, like ``jnp.linalg.cholesky`` (the input is
+    symmetrized; a NaN lower triangle where ``a`` is not positive definite), written out entry by entry
+    in elementwise JAX ops for ``d <= UNROLLED_CHOLESKY_MAX_DIM`` (``jnp.linalg.cholesky``
+    above).
+
+    Why not ``jnp.linalg.cholesky``: on XLA's CPU backend (jaxlib 0.10.2) a batched Cholesky is
+    a LAPACK custom call that splits its batch over XLA's intra-op thread pool
+    (``jax::ParallelBatchMap``) and blocks its pool thread until the parts are done; when every
+    pool thread is inside such a call, nobody runs the parts and the program never finishes.
+    That is the evaluation hang of :mod:`activa_ppl.dispatch` (native stack of a hung process:
+    a ``tf_XLAEigen`` thread in ``lapack_spotrf_ffi`` → ``ParallelBatchMap`` →
+    ``BlockingCounter::Wait``). The unrolled form has no custom call, and at the d ≤ 11 of this
+    library it is a few hundred fused multiply-adds per matrix.
+    """
+    d = a.shape[-1]
+    if d > UNROLLED_CHOLESKY_MAX_DIM:
+        return jnp.linalg.cholesky(a)
+    a = 0.5 * (a + jnp.swapaxes(a, -1, -2))
+    zero = jnp.zeros(a.shape[:-2], a.dtype)
+    L = {}
+    for j in range(d):
+        diag = a[..., j, j] - sum((L[j, k] * L[j, k] for k in range(j)), zero)
+        L[j, j] = jnp.sqrt(diag)
+        for i in range(j + 1, d):
+            L[i, j] = (a[..., i, j] - sum((L[i, k] * L[j, k] for k in range(j)), zero)) / L[j, j]
+    out = jnp.stack([jnp.stack([L.get((i, j), zero) for j in range(d)], axis=-1) for i in range(d)], axis=-2)
+    positive = jnp.all(jnp.stack([L[j, j] > 0 for j in range(d)], axis=-1), axis=-1)
+    nan_lower = jnp.where(jnp.tril(jnp.ones((d, d), bool)), jnp.nan, 0.0).astype(a.dtype)  # as jnp's
+    return jnp.where(positive[..., None, None], out, nan_lower)
 
 
 @jax.jit
@@ -90,13 +125,13 @@ def mixture_log_prob(log_weights, locs, scale_tril, x):
 @jax.jit
 def _component_log_prob(locs, covariances, x):
     """``log N(x | locs_k, covariances_k)``; x ``(..., d)`` broadcasting vs batch."""
-    return component_log_prob_tril(locs, jnp.linalg.cholesky(covariances), x)
+    return component_log_prob_tril(locs, cholesky(covariances), x)
 
 
 @jax.jit
 def _log_prob(weights, locs, covariances, x):
     """Mixture log density from weights and covariances (:func:`mixture_log_prob`)."""
-    return mixture_log_prob(jnp.log(weights), locs, jnp.linalg.cholesky(covariances), x)
+    return mixture_log_prob(jnp.log(weights), locs, cholesky(covariances), x)
 
 
 def sample_arrays(weights, locs, covariances, key, n: int):
@@ -117,7 +152,7 @@ def sample_arrays(weights, locs, covariances, key, n: int):
     cdf = cdf / cdf[..., -1:]
     comp = jnp.sum(cdf[None] < u[..., None], axis=-1)
     comp = jnp.minimum(comp, k - 1)
-    chol = jnp.linalg.cholesky(covariances)  # (*batch, K, d, d)
+    chol = cholesky(covariances)  # (*batch, K, d, d)
     idx = comp[..., None, None]  # (n, *batch, 1, 1)
     loc = jnp.take_along_axis(locs[None], idx, axis=-2)[..., 0, :]  # (n, *batch, d)
     L = jnp.take_along_axis(chol[None], idx[..., None], axis=-3)[..., 0, :, :]

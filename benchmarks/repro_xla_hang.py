@@ -27,7 +27,7 @@ import time
 
 #: name -> XLA_FLAGS of a trial.
 SETTINGS = {"default": "", "ynn-off": "--xla_cpu_experimental_ynn_fusion_type=",
-            "eigen-off": "--xla_cpu_multi_thread_eigen=false"}
+            "eigen-off": "--xla_cpu_multi_thread_eigen=false", "no-thunks": "--xla_cpu_use_thunk_runtime=false"}
 
 
 def worker(reps: int) -> None:

@@ -289,3 +289,25 @@ def test_log_prob_of_non_numbers_is_a_value_error_naming_x(x, method):
     for good in ([[0, 1]], np.array([[True, False]]), np.ones((3, 2), np.float16)):
         assert np.isfinite(np.asarray(getattr(mix, method)(good))).all()
     assert jax.jit(getattr(mix, method))(jnp.ones((3, 2))).shape[0] == 3
+
+
+@pytest.mark.parametrize("d", [1, 2, 3, 8, 11, 17])
+def test_unrolled_cholesky_matches_lapack(d):
+    """mixture_math.cholesky (elementwise ops, no LAPACK custom call: the evaluation hang of
+    activa_ppl.dispatch) equals jnp.linalg.cholesky to float32 tolerance, symmetrizes its input
+    and has a NaN lower triangle where the matrix is not positive definite, as jnp's."""
+    from activa_ppl.mixture_math import cholesky
+
+    rng = np.random.default_rng(d)
+    a = rng.normal(size=(4, 3, d, d)).astype(np.float32)
+    cov = a @ np.swapaxes(a, -1, -2) + 0.1 * np.eye(d, dtype=np.float32)
+    skewed = cov + np.triu(rng.normal(size=(d, d)), 1).astype(np.float32) * 1e-3
+    for m in (cov, skewed):
+        np.testing.assert_allclose(jax.jit(cholesky)(m), jnp.linalg.cholesky(m), rtol=2e-4,
+                                   atol=2e-5 * float(np.abs(cov).max()))
+    if d > 1:
+        indefinite = np.eye(d, dtype=np.float32)
+        indefinite[0, 1] = indefinite[1, 0] = 2.0
+        ours, lapack = np.asarray(cholesky(indefinite)), np.asarray(jnp.linalg.cholesky(indefinite))
+        np.testing.assert_array_equal(np.isnan(ours), np.isnan(lapack))
+        assert np.isnan(ours[np.tril_indices(d)]).all()
