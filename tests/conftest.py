@@ -8,11 +8,6 @@
 * No global state is modified: jax configuration is left at its defaults (no x64, no
   compilation cache), and expensive objects shared between tests are immutable (frozen
   configs, jax arrays, params pytrees that nobody mutates).
-* XLA runs without YNNPACK fusions (``XLA_FLAGS`` gains
-  ``--xla_cpu_experimental_ynn_fusion_type=``, as in ``activa evaluate``), against an
-  intermittent XLA hang of evaluations on busy machines (``activa_ppl.dispatch``; jaxlib
-  ≥ 0.10.2 only, older ones abort on the unknown flag); an ``XLA_FLAGS`` that sets that option
-  already is kept.
 * Test modules do not import conftest: shared helpers are fixtures here, or, where a module
   needs them at import time (hypothesis strategies, fuzz settings), functions in
   ``tests/helpers.py``.
@@ -26,10 +21,6 @@ os.environ["JAX_PLATFORMS"] = "cpu"
 # `activa predict` run in-process turns on JAX's persistent compilation cache and the start-up
 # memo (activa_ppl.predict_report); tests that want them set ACTIVA_CACHE_DIR to a tmp folder.
 os.environ["ACTIVA_CACHE_DIR"] = "off"
-from activa_ppl.dispatch import with_ynn_flag  # noqa: E402  (starts no XLA backend)
-
-if with_ynn_flag(os.environ.get("XLA_FLAGS", "")):
-    os.environ["XLA_FLAGS"] = with_ynn_flag(os.environ.get("XLA_FLAGS", ""))
 
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
