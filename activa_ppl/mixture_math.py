@@ -13,7 +13,8 @@ import math
 import jax
 import jax.numpy as jnp
 
-__all__ = ["UNROLLED_CHOLESKY_MAX_DIM", "cholesky", "component_log_prob_tril", "mixture_log_prob", "sample_arrays"]
+__all__ = ["UNROLLED_CHOLESKY_MAX_DIM", "cholesky", "spd_solve", "component_log_prob_tril", "mixture_log_prob",
+           "sample_arrays"]
 
 _LOG_2PI = math.log(2.0 * math.pi)
 
@@ -120,6 +121,26 @@ def mixture_log_prob(log_weights, locs, scale_tril, x):
     """
     comp = component_log_prob_tril(locs, scale_tril, x)
     return jax.nn.logsumexp(comp + log_weights.astype(comp.dtype), axis=-1)
+
+
+def spd_solve(a, b):
+    """``a⁻¹ b`` for symmetric positive definite ``a (d, d)`` and ``b (d,)`` or ``(d, m)``, by
+    :func:`cholesky` and substitution written out in elementwise ops for
+    ``d <= UNROLLED_CHOLESKY_MAX_DIM`` (``jnp.linalg.solve`` above): no LAPACK custom call, whose
+    batched form can deadlock XLA's CPU thread pool (:func:`cholesky`). Vectorize with
+    ``jax.vmap``."""
+    d = a.shape[-1]
+    if d > UNROLLED_CHOLESKY_MAX_DIM:
+        return jnp.linalg.solve(a, b)
+    low = cholesky(a)
+    rows = [b[i] for i in range(d)]
+    y = []
+    for i in range(d):  # L y = b
+        y.append((rows[i] - sum((low[i, k] * y[k] for k in range(i)), jnp.zeros_like(rows[i]))) / low[i, i])
+    x = [None] * d
+    for i in reversed(range(d)):  # Lᵀ x = y
+        x[i] = (y[i] - sum((low[k, i] * x[k] for k in range(i + 1, d)), jnp.zeros_like(y[i]))) / low[i, i]
+    return jnp.stack(x, axis=0)
 
 
 @jax.jit

@@ -192,3 +192,16 @@ def test_input_validation():
         gaussian_conditional(np.zeros((5, 2)), np.array([True]), 1.0)
     with pytest.raises(ValueError, match="adjacency"):
         linear_causal(np.zeros((5, 2)), np.zeros((3, 3)), np.array([True, False]), 1.0)
+
+
+def test_linear_causal_refuses_a_cyclic_graph():
+    """Linear Causal propagates moments through (I - B)^-1 = I + B + ... + B^(d-1), exact for a
+    DAG only: a cyclic adjacency is refused."""
+    import numpy as np
+
+    from activa_ppl.baselines.classical import linear_causal
+
+    cyclic = np.array([[0, 1, 0], [0, 0, 1], [1, 0, 0]], np.float32)
+    obs = np.random.default_rng(0).normal(size=(20, 3)).astype(np.float32)
+    with pytest.raises(ValueError, match="cycle"):
+        linear_causal(obs, cyclic, np.array([True, False, False]), 5.0)

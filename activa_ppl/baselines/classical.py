@@ -32,6 +32,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from activa_ppl.mixture import GaussianMixture
+from activa_ppl.mixture_math import spd_solve
 
 __all__ = [
     "DEFAULT_TARGET_VARIANCE",
@@ -125,8 +126,8 @@ def _gaussian_conditional_core(obs, mask, values, ddof, target_variance):
     # on the target block and as the identity elsewhere.
     g = sigma * m[:, None] * m[None, :] + jnp.diag(1.0 - m)
     delta = m * (values - mu)
-    mean = mu + sigma @ jnp.linalg.solve(g, delta)
-    cov = sigma - (sigma * m[None, :]) @ jnp.linalg.solve(g, m[:, None] * sigma)
+    mean = mu + sigma @ spd_solve(g, delta)  # no LAPACK custom call: mixture_math.cholesky
+    cov = sigma - (sigma * m[None, :]) @ spd_solve(g, m[:, None] * sigma)
     return _fix_targets(mean, cov, mask, values, target_variance)
 
 
@@ -177,7 +178,7 @@ def _linear_causal_core(obs, parents, mask, values, target_variance, min_residua
         # Centred normal equations restricted to the parents of j; non-parents get
         # an identity row so their coefficient solves to exactly zero.
         g = gram * p[:, None] * p[None, :] + jnp.diag(1.0 - p)
-        return jnp.linalg.solve(g, p * gram[:, j])
+        return spd_solve(g, p * gram[:, j])
 
     b = jax.vmap(ols)(parents.T, jnp.arange(d))  # b[j, i]: weight of parent i in V_j
     intercept = mu - b @ mu
@@ -190,7 +191,12 @@ def _linear_causal_core(obs, parents, mask, values, target_variance, min_residua
     b = b * keep[:, None]
     intercept = jnp.where(mask, values, intercept)
     noise_var = noise_var * keep
-    a = jnp.linalg.solve(jnp.eye(d, dtype=obs.dtype) - b, jnp.eye(d, dtype=obs.dtype))
+    # (I - B)^-1 = I + B + ... + B^(d-1): B is the weighted adjacency of a DAG, so B^d = 0
+    # (matrix products, no LAPACK custom call: mixture_math.cholesky)
+    a = power = jnp.eye(d, dtype=obs.dtype)
+    for _ in range(d - 1):
+        power = power @ b
+        a = a + power
     mean = a @ intercept
     cov = (a * noise_var[None, :]) @ a.T
     return _fix_targets(mean, cov, mask, values, target_variance)
@@ -237,6 +243,8 @@ def linear_causal(
     if adj.shape != (d, d):
         raise ValueError(f"adjacency must have shape ({d}, {d}); got {adj.shape}")
     parents = (adj != 0).astype(obs.dtype)
+    if not isinstance(parents, jax.core.Tracer) and np.any(np.linalg.matrix_power(np.asarray(parents), d)):
+        raise ValueError("adjacency has a directed cycle; Linear Causal needs a DAG")
     values = intervention_vector(value, target_mask, d, obs.dtype)
     mean, cov = _linear_causal_core(
         obs, parents, mask, values, float(target_variance), float(min_residual_variance)
