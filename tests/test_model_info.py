@@ -96,7 +96,7 @@ def test_predict_by_value_and_labelled_mixture(gauss2, frame):
         by_value = gauss2.predict(frame, "X0", intervention={"X0": 5.0}, seed=1)
     np.testing.assert_array_equal(np.asarray(by_index.locs), np.asarray(by_value.locs))
     assert by_value.intervention == "do(X0 = 5)"
-    assert repr(by_value) == "GaussianMixture(20 components over X0, X1, do(X0 = 5))"
+    assert repr(by_value) == "GaussianMixture(200 components over X0, X1, do(X0 = 5))"  # S = 100 draws x 2
     assert by_value.marginal(["X1"]).intervention == "do(X0 = 5)"
     with pytest.raises(ValueError, match=r"not trained on do\(X0 = 3\)"):
         gauss2.predict(frame, "X0", intervention={"X0": 3.0})

@@ -104,9 +104,15 @@ def test_training_block_states_the_recipe(tmp_path):
     subsets); Eq. 4's values are not listed."""
     import json
 
-    saved = json.loads((ROOT / "models" / "beta8" / "config.json").read_text())  # Eq. 4, paper's optimizer
-    assert "decoder_context" not in r.training_block(ROOT / "models" / "beta8")
-    assert "warm-up" not in r.training_block(ROOT / "models" / "beta8")
+    saved = json.loads((ROOT / "models" / "beta8" / "config.json").read_text())  # the recipe
+    (tmp_path / "eq4").mkdir()
+    eq4 = json.loads(json.dumps(saved))  # the same model as Eq. 4 with the paper's optimizer
+    eq4["model_config"]["decoder_context"] = False
+    eq4["info"]["train_config"].update(lr_schedule="constant", warmup_steps=0, samples_per_task=None,
+                                       learning_rate=5e-4)
+    (tmp_path / "eq4" / "config.json").write_text(json.dumps(eq4))
+    assert "decoder_context" not in r.training_block(tmp_path / "eq4")
+    assert "warm-up" not in r.training_block(tmp_path / "eq4")
     saved["model_config"]["decoder_context"] = True
     saved["info"]["train_config"].update(lr_schedule="warmup_cosine", warmup_steps=500, samples_per_task=32,
                                          learning_rate=1e-3)
