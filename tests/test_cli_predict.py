@@ -47,7 +47,7 @@ def test_predict_by_value_with_modes_json_and_plot(csvs, tmp_path, capsys):
     assert _predict(tmp_path, csvs["plain"], "--value", "5", "--json", str(tmp_path / "r.json"),
                     "--plot", str(tmp_path / "p.png"), "--num-samples", "50") == 0
     out = capsys.readouterr()
-    assert out.out.startswith("gauss2: do(X0 = 5) (intervention index 0), 20-component Gaussian mixture")
+    assert out.out.startswith("gauss2: do(X0 = 5) (intervention index 0), 200-component Gaussian mixture")
     assert "mode 1: weight" in out.out and "warning" not in out.err
     report = json.loads((tmp_path / "r.json").read_text())
     assert report["intervention"] == "do(X0 = 5)" and report["targets"] == ["X0"]

@@ -30,5 +30,5 @@ def test_readme_pretrained_path_runs(tmp_path, monkeypatch):
                header="X0,X1", comments="")
     namespace = {}
     exec(compile(block, str(README), "exec"), namespace)
-    assert repr(namespace["mix"]) == "GaussianMixture(20 components over X0, X1, do(X0 = 5))"
+    assert repr(namespace["mix"]) == "GaussianMixture(200 components over X0, X1, do(X0 = 5))"
     assert "posterior_predictive" in group_names(namespace["idata"])
