@@ -243,7 +243,11 @@ def linear_causal(
     if adj.shape != (d, d):
         raise ValueError(f"adjacency must have shape ({d}, {d}); got {adj.shape}")
     parents = (adj != 0).astype(obs.dtype)
-    if not isinstance(parents, jax.core.Tracer) and np.any(np.linalg.matrix_power(np.asarray(parents), d)):
+    try:  # a concrete graph is checked (inside jit it cannot be)
+        concrete = np.asarray(parents)
+    except jax.errors.TracerArrayConversionError:
+        concrete = None
+    if concrete is not None and np.any(np.linalg.matrix_power(concrete, d)):
         raise ValueError("adjacency has a directed cycle; Linear Causal needs a DAG")
     values = intervention_vector(value, target_mask, d, obs.dtype)
     mean, cov = _linear_causal_core(
