@@ -77,10 +77,9 @@ VARIANTS: dict[str, tuple[dict, dict]] = {
     "cs-mid": ({"decoder_context": True, "embed_dim": 64, "hidden_dim": 128, "covariance_rank": 32},
                {"samples_per_task": 32}),
     "cs-batch64": ({"decoder_context": True}, {"samples_per_task": 32, "batch_size": 64}),
-    # The recommended recipe (ActivaConfig.recommended / TrainConfig.recommended), whose warm-up
-    # is set from the variant's steps in _configs.
-    "recipe": ({"decoder_context": True, "beta": 1.0, "num_predictive_latents": 100, "num_validation_latents": 20},
-               {"samples_per_task": 32, "learning_rate": 1e-3, "lr_schedule": "warmup_cosine"}),
+    # The library's recommended recipe: _configs builds it with ActivaConfig.recommended and
+    # TrainConfig.recommended(steps) (whose warm-up depends on the steps), so it stays the library's.
+    "recipe": ({"ActivaConfig": "recommended"}, {"TrainConfig": "recommended"}),
     "mace-tnp": ({}, {}),
 }
 
@@ -133,12 +132,14 @@ def _configs(args, name: str, data, steps: int | None = None):
 
         return (ap.MaceTnpConfig.preset(preset, num_vars=data.num_vars),
                 MaceTnpTrainConfig(num_steps=steps or args.max_steps, eval_every=args.eval_every, seed=args.seed))
-    model_over, train_over = VARIANTS[name]
     steps = steps or args.max_steps
+    fields = dict(num_interventions=max(1, data.num_interventions), standardize=True,
+                  intervention_values=nominal_intervention_values(data))
     if name == "recipe":
-        train_over = {**train_over, "warmup_steps": ap.TrainConfig.recommended(steps).warmup_steps}
-    config = ap.ActivaConfig.preset(preset, num_interventions=max(1, data.num_interventions), standardize=True,
-                                    intervention_values=nominal_intervention_values(data), **model_over)
+        return (ap.ActivaConfig.recommended(preset, **fields),
+                ap.TrainConfig.recommended(steps, eval_every=args.eval_every, seed=args.seed))
+    model_over, train_over = VARIANTS[name]
+    config = ap.ActivaConfig.preset(preset, **fields, **model_over)
     train_config = ap.TrainConfig(**{"num_steps": steps, "eval_every": args.eval_every,
                                      "seed": args.seed, **train_over})
     return config, train_config

@@ -11,9 +11,12 @@ Usage::
     python benchmarks/repro_xla_hang.py --trials 3          # default XLA vs YNN fusions off
     python benchmarks/repro_xla_hang.py --settings default --trials 1 --reps 20
 
-On the project's 2-core machine with two trainings beside it (2026-11-30), JAX 0.10.2's
-defaults hung in 5 of 5 trials (0% CPU, every XLA worker parked) and
-``XLA_FLAGS=--xla_cpu_experimental_ynn_fusion_type=`` finished 3 of 3 (21 scorings).
+On the project's 2-core machine (2026-11-30), with the scoring's batched ``jnp.linalg.cholesky``
+(a LAPACK call that blocks an XLA pool thread on work it queued to the same pool), JAX 0.10.2's
+defaults finished 0 of 9 trials (0% CPU, every XLA worker parked) and
+``XLA_FLAGS=--xla_cpu_experimental_ynn_fusion_type=`` 4 of 5. Since scoring factors with
+``activa_ppl.mixture_math.cholesky`` (no LAPACK call), the defaults finished 2 of 2
+(docs/reliability.md).
 """
 
 from __future__ import annotations

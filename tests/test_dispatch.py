@@ -51,7 +51,7 @@ def test_activa_evaluate_applies_it_and_other_commands_do_not(tmp_path):
     assert _run(code.format(args=", ".join(map(repr, evaluate))))[-2:] == ["-", "False"]
 
 
-def _watched(tmp_path, script: str, **kw) -> tuple[int, bytes]:
+def _watched(script: str, **kw) -> tuple[int, bytes]:
     import io
 
     from activa_ppl.dispatch import run_with_stall_restart
@@ -61,8 +61,8 @@ def _watched(tmp_path, script: str, **kw) -> tuple[int, bytes]:
     return code, sink.getvalue()
 
 
-def test_stall_restart_copies_output_and_exit_status(tmp_path):
-    code, out = _watched(tmp_path, "import os, sys; print('bar\\r', os.environ['ACTIVA_WATCHED_CHILD']); sys.exit(3)",
+def test_stall_restart_copies_output_and_exit_status():
+    code, out = _watched("import os, sys; print('bar\\r', os.environ['ACTIVA_WATCHED_CHILD']); sys.exit(3)",
                          stall_s=30)
     assert code == 3 and out.split() == [b"bar", b"1"]
 
@@ -72,13 +72,13 @@ def test_a_silent_child_is_killed_and_rerun(tmp_path):
     script = (f"import pathlib, sys, time; m = pathlib.Path({str(marker)!r})\n"
               "if not m.exists():\n    m.touch(); print('started', flush=True); time.sleep(120)\n"
               "print('second run'); sys.exit(0)")
-    code, out = _watched(tmp_path, script, stall_s=1.5)
+    code, out = _watched(script, stall_s=1.5)
     assert code == 0 and out.split() == [b"started", b"second", b"run"]
 
 
-def test_stalling_every_time_gives_up(tmp_path):
-    code, out = _watched(tmp_path, "import time; print('x', flush=True); time.sleep(120)", stall_s=1.0,
+def test_stalling_every_time_gives_up():
+    code, out = _watched("import time; print('x', flush=True); time.sleep(120)", stall_s=1.0,
                          max_restarts=1)
     assert code == 1 and out.split() == [b"x", b"x"]
     with pytest.raises(ValueError, match="stall_s"):
-        _watched(tmp_path, "pass", stall_s=0)
+        _watched("pass", stall_s=0)
