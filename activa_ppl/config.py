@@ -35,6 +35,9 @@ LR_SCHEDULES = ("constant", "warmup_cosine")
 COVARIANCE_HEADS = ("lowrank", "cholesky")
 #: The values of ``ActivaConfig.matmul_dtype``.
 MATMUL_DTYPES = ("float32", "bfloat16")
+#: The values of ``ActivaConfig.attention``: how the attention layers of
+#: :mod:`activa_ppl.networks` are computed (:func:`activa_ppl.networks.attention_layer`).
+ATTENTION_IMPLS = ("deferred", "softmax")
 
 
 class ConfigBase:
@@ -114,6 +117,14 @@ class ActivaConfig(ConfigBase):
             TPUs; on CPUs without native bfloat16 matmuls it is slower. Parameters trained with
             one run with the other (same tree). Written by :meth:`to_dict` only when not
             ``"float32"``, so configuration files of float32 models are unchanged.
+        attention: how every attention layer is computed, not what it computes:
+            ``"deferred"`` (default; :class:`activa_ppl.networks.MultiHeadAttention`, the
+            softmax normalisation applied after the value product, about 1.9x faster over the
+            samples on CPU) or ``"softmax"`` (Flax's ``nn.MultiHeadDotProductAttention``, the
+            computation before issue 17, kept so benchmarks can time both side by side). The
+            same parameters, and the same values to float tolerance. Written by
+            :meth:`to_dict` only when not ``"deferred"``: files written before the field
+            existed read as the default, which computes what they were trained to compute.
     """
 
     embed_dim: int = 64
@@ -139,11 +150,13 @@ class ActivaConfig(ConfigBase):
     covariance_head: str = "lowrank"
     cholesky_floor: float = 0.05
     matmul_dtype: str = "float32"
+    attention: str = "deferred"
 
     #: Fields added after checkpoints existed, with the value older files imply: :meth:`to_dict`
     #: leaves them out at that value, so files (and resume checks) of models that do not use
-    #: them stay as before.
-    _IMPLIED = {"matmul_dtype": "float32"}
+    #: them stay as before. (``attention``: older files were trained with ``"softmax"``, which
+    #: computes the same function; they read as the faster default.)
+    _IMPLIED = {"matmul_dtype": "float32", "attention": "deferred"}
 
     def to_dict(self) -> dict[str, Any]:
         """The configuration as a JSON-serialisable dict (fields of ``_IMPLIED`` at their
@@ -166,6 +179,9 @@ class ActivaConfig(ConfigBase):
         if self.matmul_dtype not in MATMUL_DTYPES:
             raise ValueError(f"ActivaConfig.matmul_dtype must be one of {MATMUL_DTYPES}, "
                              f"got {self.matmul_dtype!r}")
+        if self.attention not in ATTENTION_IMPLS:
+            raise ValueError(f"ActivaConfig.attention must be one of {ATTENTION_IMPLS}, "
+                             f"got {self.attention!r}")
         if self.covariance_head not in COVARIANCE_HEADS:
             raise ValueError(f"ActivaConfig.covariance_head must be one of {COVARIANCE_HEADS}, "
                              f"got {self.covariance_head!r}")

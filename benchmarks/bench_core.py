@@ -30,7 +30,7 @@ Usage::
     python benchmarks/bench_core.py                        # everything (< 10 min on 2 idle cores)
     python benchmarks/bench_core.py --shapes gauss8 --presets paper
     python benchmarks/bench_core.py --quick                # smoke test (tiny presets, < 1 min)
-    python benchmarks/bench_core.py --old-path --no-dowhy  # training: shared embedding vs the old path
+    python benchmarks/bench_core.py --old-path --no-dowhy  # training: issue 17's path vs the old one
     python benchmarks/bench_core.py --json bench.json      # also write every number
 
 Timings on a shared CPU box vary by about +-30 % run to run: compare runs side by side.
@@ -51,15 +51,29 @@ from bench_lib.cells import SHAPES, TRAIN_TASKS, closest_mace_preset  # same fol
 from bench_lib.machine import load_avg, machine_info, matmul_peak, print_result, run_worker, write_json
 from bench_lib.report import format_report, goal_rows
 
-#: glibc's allocator with huge pages: XLA's CPU backend allocates its temporaries every step, and
-#: glibc returning them to the OS costs page faults (shared/notes: 10–25 % faster steps).
-ALLOCATOR_ENV = {"GLIBC_TUNABLES": "glibc.malloc.hugetlb=1"}
+def library_env() -> dict:
+    """The allocator environment ``activa train`` and the ``inference/`` scripts run in:
+    ``GLIBC_TUNABLES`` with glibc's huge-page allocator added (:mod:`activa_ppl.allocator`:
+    XLA's CPU backend allocates its temporaries every step, and glibc returning them to the OS
+    costs page faults), or this process's own when the library would not add it (opted out with
+    ``ACTIVA_NO_HUGETLB=1``, already set, not glibc >= 2.35)."""
+    from activa_ppl.allocator import hugetlb_environment
+
+    env = hugetlb_environment(os.environ)
+    return {"GLIBC_TUNABLES": (env or os.environ).get("GLIBC_TUNABLES", "")}
+
+
+def plain_env() -> dict:
+    """``GLIBC_TUNABLES`` without the huge-page allocator: the allocator before issue 17."""
+    tunables = os.environ.get("GLIBC_TUNABLES", "").split(":")
+    return {"GLIBC_TUNABLES": ":".join(t for t in tunables if t and not t.startswith("glibc.malloc.hugetlb"))}
 
 
 def worker(kind: str, spec: dict, env: dict | None = None) -> dict:
     """One model of one cell in a fresh process (``bench_core.py --worker KIND SPEC``), so that
-    compile caches are not shared and its peak RSS is its own."""
-    return run_worker(__file__, ["--worker", kind, json.dumps(spec)], env=env,
+    compile caches are not shared and its peak RSS is its own. ``env``: the allocator
+    environment (default :func:`library_env`, the library's own)."""
+    return run_worker(__file__, ["--worker", kind, json.dumps(spec)], env=library_env() if env is None else env,
                       label=f"{kind} {spec.get('preset')}@{spec.get('shape')}")
 
 
@@ -68,7 +82,9 @@ def _worker_main(kind: str, spec: dict) -> None:
         from bench_lib.activa_worker import worker_activa as measure
     else:
         from bench_lib.mace_worker import worker_mace as measure
-    print_result(measure(spec))
+    result = measure(spec)
+    result["glibc_tunables"] = os.environ.get("GLIBC_TUNABLES", "")
+    print_result(result)
 
 
 # --------------------------------------------------------------------------- arguments
@@ -98,8 +114,10 @@ def parse_args(argv=None):
     p.add_argument("--train-tasks", type=int, default=TRAIN_TASKS,
                    help=f"size of the simulated training set (default {TRAIN_TASKS})")
     p.add_argument("--old-path", action="store_true",
-                   help="also time ACTIVA's training path before issue 17 (observational embedding computed "
-                        "in model and guide, svi_chunks(shared_embedding=False)) side by side, same cells")
+                   help="also time ACTIVA's training path before issue 17 side by side, same cells: the "
+                        "observational embedding computed in model and guide (svi_chunks(shared_embedding="
+                        "False)), Flax's softmax attention (ActivaConfig(attention='softmax')) and glibc's "
+                        "allocator without huge pages")
     p.add_argument("--no-mace", action="store_true", help="skip the MACE-TNP baseline")
     p.add_argument("--no-dowhy", action="store_true", help="skip DoWhy")
     p.add_argument("--seed", type=int, default=0)
@@ -167,7 +185,8 @@ def _cells(args, peak_gflops: float) -> list[dict]:
             cell = {"spec": spec, "activa": worker("activa", spec)}
             if args.old_path:
                 _log(f"ACTIVA {preset} @ {shape}, old training path ...")
-                cell["activa_old"] = worker("activa", {**spec, "shared_embedding": False})
+                cell["activa_old"] = worker("activa", {**spec, "shared_embedding": False, "attention": "softmax"},
+                                            env=plain_env())
             if not args.no_mace:
                 mace_preset, _ = closest_mace_preset(cell["activa"]["num_params"], d)
                 _log(f"MACE-TNP {mace_preset} @ {shape} ...")
@@ -201,11 +220,11 @@ def main(argv=None) -> int:
     peak_start = matmul_peak(sizes, target_s=0.3 if args.quick else 1.0)
     cells = _cells(args, peak_start["gflops"])
     allocator = None
-    if not args.quick and cells and not os.environ.get("GLIBC_TUNABLES"):
-        # The same first cell again, side by side, with glibc's huge-page allocator.
+    if not args.quick and cells and library_env() != plain_env():
+        # The same first cell again, side by side, without glibc's huge-page allocator.
         spec = cells[0]["spec"]
-        _log(f"ACTIVA {spec['preset']} @ {spec['shape']} with {ALLOCATOR_ENV} ...")
-        allocator = {"env": ALLOCATOR_ENV, "activa": worker("activa", spec, env=ALLOCATOR_ENV)}
+        _log(f"ACTIVA {spec['preset']} @ {spec['shape']} with {plain_env()} ...")
+        allocator = {"env": plain_env(), "activa": worker("activa", spec, env=plain_env())}
     dowhy = [] if args.no_dowhy else _dowhy(args)
     _log("matmul peak (again) ...")
     peak_end = matmul_peak(sizes, target_s=0.3 if args.quick else 1.0)

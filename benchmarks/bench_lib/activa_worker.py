@@ -21,12 +21,13 @@ def worker_activa(spec: dict) -> dict:
 
     preset, shape = spec["preset"], spec["shape"]
     n, d = SHAPES[shape]
-    activa = Activa(ActivaConfig.preset(preset))
+    activa = Activa(ActivaConfig.preset(preset, attention=spec.get("attention", "deferred")))
     data = dataset(shape, spec["train_tasks"], spec["seed"])
     params, num_params, train = _train(activa, data, spec)
     if not spec.get("shared_embedding", True):  # the old training path: prediction is the same code
         return {"model": "activa", "preset": preset, "shape": shape, "N": n, "d": d,
-                "num_params": num_params, "shared_embedding": False, "train": train}
+                "num_params": num_params, "shared_embedding": False, "attention": activa.config.attention,
+                "train": train}
     predict, predict_batch = _predict(activa, params, data, spec)
     return {
         "model": "activa", "preset": preset, "shape": shape, "N": n, "d": d, "num_params": num_params,

@@ -8,7 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from activa_ppl.baselines.mace_tnp.config import MaceTnpConfig
-from activa_ppl.networks import AttentionBlock, FeedForward
+from activa_ppl.networks import AttentionBlock, FeedForward, attention_layer
 
 __all__ = ["CrossAttentionBlock", "MaceTnpEncoder", "JointGmmHead", "MaceTnp"]
 
@@ -18,7 +18,8 @@ class CrossAttentionBlock(nn.Module):
 
     ``x: (..., Q, e)``, ``context: (..., N, e) -> (..., Q, e)``; residual cross-attention,
     then a residual feed-forward layer (the :class:`~activa_ppl.networks.AttentionBlock`
-    layout with keys and values from ``context``).
+    layout with keys and values from ``context``, and its attention formulation,
+    :func:`~activa_ppl.networks.attention_layer`).
     """
 
     num_heads: int
@@ -28,7 +29,7 @@ class CrossAttentionBlock(nn.Module):
     def __call__(self, x, context):
         h = nn.LayerNorm()(x)
         c = nn.LayerNorm()(context)
-        x = x + nn.MultiHeadDotProductAttention(num_heads=self.num_heads)(h, c)
+        x = x + attention_layer(self.num_heads)(h, c)
         h = nn.LayerNorm()(x)
         return x + FeedForward(self.hidden_dim, x.shape[-1])(h)
 
