@@ -119,8 +119,8 @@ class ActivaConfig(ConfigBase):
             ``"float32"``, so configuration files of float32 models are unchanged.
         attention: how every attention layer is computed, not what it computes:
             ``"deferred"`` (default; :class:`activa_ppl.networks.MultiHeadAttention`, the
-            softmax normalisation applied after the value product, about 1.9x faster over the
-            samples on CPU) or ``"softmax"`` (Flax's ``nn.MultiHeadDotProductAttention``, the
+            softmax normalisation applied after the value product: on CPU 1.7x faster over the
+            100 samples of a Gauss 2 task, 1.0-1.1x elsewhere) or ``"softmax"`` (Flax's ``nn.MultiHeadDotProductAttention``, the
             computation before issue 17, kept so benchmarks can time both side by side). The
             same parameters, and the same values to float tolerance. Written by
             :meth:`to_dict` only when not ``"deferred"``: files written before the field

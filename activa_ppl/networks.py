@@ -13,7 +13,11 @@ decoder: nearly all FLOPs) with bfloat16 operands and float32 accumulation
 (:func:`dense_kwargs`); they see layer-normed inputs. The input projections (which see raw
 data values, where bfloat16's 8-bit mantissa would round large values coarsely), the heads
 (prior, posterior, the decoder's mixture outputs), layer norms, residuals and the parameters
-stay float32. The default ``"float32"`` passes nothing extra to Flax: bit for bit the original.
+stay float32. The default ``"float32"`` passes nothing extra to Flax.
+
+``ActivaConfig.attention`` chooses how the attention layers compute (not what):
+``"deferred"`` (default, :class:`MultiHeadAttention`) or Flax's ``nn.MultiHeadDotProductAttention``
+(``"softmax"``); the parameters are the same, the values equal to float tolerance.
 """
 
 from __future__ import annotations
@@ -87,9 +91,9 @@ class MultiHeadAttention(nn.Module):
     divides the ``(..., L_q, heads, e/h)`` product instead, with the row maximum a constant of
     the differentiation (the result does not depend on it). That saves one pass over the
     attention matrix forward and the softmax Jacobian backward: on XLA's CPU backend, where
-    every pass over that matrix is a memory-bound kernel, attention over the samples of a
-    dataset (length N = 30-100) runs about 1.9x faster, forward and backward
-    (``benchmarks/README.md``, "Attention formulation").
+    every pass over that matrix is a memory-bound kernel, one layer over the 100 samples of a
+    Gauss 2 task runs 1.7x faster, forward and backward; over 30-80 samples or 2-8 variables
+    it is 1.0-1.1x (``benchmarks/bench_attention.py``, ``benchmarks/README.md``).
 
     Args (call):
         inputs_q: ``(..., L_q, e)`` queries.
