@@ -120,8 +120,9 @@ class ActivaConfig(ConfigBase):
         attention: how every attention layer is computed, not what it computes:
             ``"deferred"`` (default; :class:`activa_ppl.networks.MultiHeadAttention`, the
             softmax normalisation applied after the value product: on CPU 1.7x faster over the
-            100 samples of a Gauss 2 task, 1.0-1.1x elsewhere) or ``"softmax"`` (Flax's ``nn.MultiHeadDotProductAttention``, the
-            computation before issue 17, kept so benchmarks can time both side by side). The
+            100 samples of a Gauss 2 task, 1.0-1.1x elsewhere) or ``"softmax"`` (Flax's
+            ``nn.MultiHeadDotProductAttention``, the computation before issue 17, kept so
+            benchmarks can time both side by side). The
             same parameters, and the same values to float tolerance. Written by
             :meth:`to_dict` only when not ``"deferred"``: files written before the field
             existed read as the default, which computes what they were trained to compute.

@@ -13,8 +13,8 @@ import math
 import jax
 import jax.numpy as jnp
 
-__all__ = ["UNROLLED_CHOLESKY_MAX_DIM", "cholesky", "spd_solve", "component_log_prob_tril", "mixture_log_prob",
-           "sample_arrays"]
+__all__ = ["UNROLLED_CHOLESKY_MAX_DIM", "cholesky", "solve_lower", "spd_solve", "component_log_prob_tril",
+           "mixture_log_prob", "sample_arrays"]
 
 _LOG_2PI = math.log(2.0 * math.pi)
 
@@ -52,6 +52,26 @@ def cholesky(a):
     positive = jnp.all(jnp.stack([L[j, j] > 0 for j in range(d)], axis=-1), axis=-1)
     nan_lower = jnp.where(jnp.tril(jnp.ones((d, d), bool)), jnp.nan, 0.0).astype(a.dtype)  # as jnp's
     return jnp.where(positive[..., None, None], out, nan_lower)
+
+
+def solve_lower(scale_tril, b):
+    """``L⁻¹ b`` for lower-triangular ``scale_tril (..., d, d)`` and ``b (..., d, m)``, like
+    ``jax.lax.linalg.triangular_solve(L, b, left_side=True, lower=True)``, by forward
+    substitution written out in elementwise ops for ``d <= UNROLLED_CHOLESKY_MAX_DIM`` (the
+    LAPACK call above). Batched, that call is a LAPACK ``trsm`` that splits its batch over XLA's
+    intra-op pool and can deadlock it, as :func:`cholesky` explains: it hung a training run
+    (both pool threads in ``lapack_strsm_ffi`` → ``ParallelBatchMap``) in the training loss's
+    Gaussian likelihood."""
+    d = scale_tril.shape[-1]
+    if d > UNROLLED_CHOLESKY_MAX_DIM:
+        return jax.lax.linalg.triangular_solve(scale_tril, b, left_side=True, lower=True)
+    z = []
+    for i in range(d):
+        acc = b[..., i, :]
+        for k in range(i):
+            acc = acc - scale_tril[..., i, k, None] * z[k]
+        z.append(acc / scale_tril[..., i, i, None])
+    return jnp.stack(z, axis=-2)
 
 
 @jax.jit
@@ -102,7 +122,7 @@ def component_log_prob_tril(locs, scale_tril, x):
     xb = jnp.broadcast_to(x.astype(dtype), full + (d,)).reshape((-1,) + param_batch + (d,))
     xb = jnp.moveaxis(xb, 0, -1)
     diff = xb[..., None, :, :] - locs[..., :, :, None]  # (*param_batch, K, d, S)
-    z = jax.lax.linalg.triangular_solve(chol, diff, left_side=True, lower=True)
+    z = solve_lower(chol, diff)
     maha = jnp.sum(z * z, axis=-2)  # (*param_batch, K, S)
     half_logdet = jnp.sum(jnp.log(jnp.diagonal(chol, axis1=-2, axis2=-1)), axis=-1)
     logp = -0.5 * (d * _LOG_2PI + maha) - half_logdet[..., None]
