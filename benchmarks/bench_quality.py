@@ -228,12 +228,15 @@ def plot_curves(report: dict, path: Path) -> None:
     lowest = min(r["valid_nll"] for row in report["variants"] for r in row["curve"])
     # zoom on the leaders: up to twice the median final NLL (worse curves leave the top edge)
     top = 2 * finals[len(finals) // 2] if finals else None
-    for row in report["variants"]:
+    colors = plt.get_cmap("tab20").colors  # 20 distinct colours: beyond the default cycle's 10
+    for i, row in enumerate(report["variants"]):
         steps = [r["step"] for r in row["curve"]]
         nll = [r["valid_nll"] for r in row["curve"]]
         minutes = [r["step"] * row["seconds_per_step"] / 60 for r in row["curve"]]
-        axes[0].plot(minutes, nll, label=row["variant"])
-        axes[1].plot(steps, nll, label=row["variant"])
+        style = {"label": row["variant"], "color": colors[(2 * i) % 20 + (2 * i) // 20 % 2],
+                 "linestyle": "-" if i < 10 else "--"}
+        axes[0].plot(minutes, nll, **style)
+        axes[1].plot(steps, nll, **style)
     for ax, xlabel in zip(axes, ("compute: steps × measured s/step (min)", "steps")):
         ax.set_xlabel(xlabel)
         ax.set_ylabel("validation NLL per sample")
