@@ -61,7 +61,8 @@ def solve_lower(scale_tril, b):
     LAPACK call above). Batched, that call is a LAPACK ``trsm`` that splits its batch over XLA's
     intra-op pool and can deadlock it, as :func:`cholesky` explains: it hung a training run
     (both pool threads in ``lapack_strsm_ffi`` → ``ParallelBatchMap``) in the training loss's
-    Gaussian likelihood. Not yet used by the training loss (docs/reliability.md)."""
+    Gaussian likelihood. :func:`spd_solve` uses it; the training loss does not yet
+    (docs/reliability.md)."""
     d = scale_tril.shape[-1]
     if d > UNROLLED_CHOLESKY_MAX_DIM:
         return jax.lax.linalg.triangular_solve(scale_tril, b, left_side=True, lower=True)
@@ -153,10 +154,7 @@ def spd_solve(a, b):
     if d > UNROLLED_CHOLESKY_MAX_DIM:
         return jnp.linalg.solve(a, b)
     low = cholesky(a)
-    rows = [b[i] for i in range(d)]
-    y = []
-    for i in range(d):  # L y = b
-        y.append((rows[i] - sum((low[i, k] * y[k] for k in range(i)), jnp.zeros_like(rows[i]))) / low[i, i])
+    y = solve_lower(low, b.reshape(d, -1)).reshape(b.shape)  # L y = b
     x = [None] * d
     for i in reversed(range(d)):  # Lᵀ x = y
         x[i] = (y[i] - sum((low[k, i] * x[k] for k in range(i + 1, d)), jnp.zeros_like(y[i]))) / low[i, i]
