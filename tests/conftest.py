@@ -15,6 +15,7 @@
 
 from __future__ import annotations
 
+import gc
 import os
 
 os.environ["JAX_PLATFORMS"] = "cpu"
@@ -53,6 +54,23 @@ def _caches_left_off():
         disk_memo.enable(None)
     if jax.config.jax_compilation_cache_dir is not None:
         jax.config.update("jax_compilation_cache_dir", None)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _compiled_code_released():
+    """Each test module's compiled programs are dropped when it ends (``jax.clear_caches``).
+
+    Every XLA CPU executable keeps its machine code in memory mappings of its own (about three
+    per program), and JAX keeps every executable it compiled for as long as the jitted function
+    lives. Over the whole suite (thousands of compilations in one process) the count reached
+    Linux's default ``vm.max_map_count`` (65,530) near the end, and XLA's compiler then died of
+    a failed allocation (an abort, or a segfault) in whichever test compiled next. Clearing per
+    module keeps the count to what one module compiles; the cost is a recompile of what a later
+    module shares (the session fixtures' parameters stay: they are arrays, not programs).
+    """
+    yield
+    jax.clear_caches()
+    gc.collect()
 
 
 @pytest.fixture

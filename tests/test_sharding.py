@@ -128,8 +128,13 @@ def test_sharded_training_runs_the_same_steps(child):
     assert [r["step"] for r in one] == [r["step"] for r in four] == [2, 4, 5]
     # Both runs are finite; their values after Adam steps are not compared (module docstring).
     assert all(np.isfinite(r[k]) for r in one + four for k in ("train_loss_per_sample", "valid_nll"))
-    # The library's own compiled step, from identical parameters: the same first loss.
-    np.testing.assert_allclose(child["dp1"]["first_loss"], child["dp0"]["first_loss"], rtol=1e-5)
+    # The library's own compiled step, from identical parameters: the same first loss. At
+    # initialisation that loss (about 5e5) is a sum of quadratic forms under covariances floored
+    # at 1e-4, so float32 rounding of the per-task terms (computed by differently vectorised
+    # programs for 8 and for 2 tasks a device) is amplified to about 1e-5 of it (1.26e-5
+    # measured on AMD EPYC): rtol 1e-4. A wrong objective is off by far more: one of the 8
+    # tasks dropped or counted twice moves it by about 1/8 on average.
+    np.testing.assert_allclose(child["dp1"]["first_loss"], child["dp0"]["first_loss"], rtol=1e-4)
 
 
 def test_sharded_objective_and_gradient_match_single_device(child):
