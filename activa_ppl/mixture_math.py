@@ -61,8 +61,7 @@ def solve_lower(scale_tril, b):
     LAPACK call above). Batched, that call is a LAPACK ``trsm`` that splits its batch over XLA's
     intra-op pool and can deadlock it, as :func:`cholesky` explains: it hung a training run
     (both pool threads in ``lapack_strsm_ffi`` → ``ParallelBatchMap``) in the training loss's
-    Gaussian likelihood. :func:`spd_solve` uses it; the training loss does not yet
-    (docs/reliability.md)."""
+    Gaussian likelihood."""
     d = scale_tril.shape[-1]
     if d > UNROLLED_CHOLESKY_MAX_DIM:
         return jax.lax.linalg.triangular_solve(scale_tril, b, left_side=True, lower=True)
@@ -123,7 +122,7 @@ def component_log_prob_tril(locs, scale_tril, x):
     xb = jnp.broadcast_to(x.astype(dtype), full + (d,)).reshape((-1,) + param_batch + (d,))
     xb = jnp.moveaxis(xb, 0, -1)
     diff = xb[..., None, :, :] - locs[..., :, :, None]  # (*param_batch, K, d, S)
-    z = jax.lax.linalg.triangular_solve(chol, diff, left_side=True, lower=True)
+    z = solve_lower(chol, diff)
     maha = jnp.sum(z * z, axis=-2)  # (*param_batch, K, S)
     half_logdet = jnp.sum(jnp.log(jnp.diagonal(chol, axis1=-2, axis2=-1)), axis=-1)
     logp = -0.5 * (d * _LOG_2PI + maha) - half_logdet[..., None]

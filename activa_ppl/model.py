@@ -33,6 +33,7 @@ from activa_ppl.config import ActivaConfig
 from activa_ppl.handlers import beta_kl
 from activa_ppl.interventions import intervention_representation
 from activa_ppl.mixture import GaussianMixture
+from activa_ppl.mixture_math import cholesky, solve_lower
 from activa_ppl.networks import DatasetEmbedding, Decoder, PosteriorHead, PriorHead
 from activa_ppl.standardize import standardization_stats, to_data_units
 
@@ -48,13 +49,29 @@ def prior_distribution(logits, locs, variance: float) -> dist.Distribution:
     return dist.MixtureSameFamily(dist.Categorical(logits=logits), components)
 
 
+class _MultivariateNormal(dist.MultivariateNormal):
+    """NumPyro's ``MultivariateNormal`` whose ``log_prob`` solves with the scale factor by
+    :func:`activa_ppl.mixture_math.solve_lower` (elementwise forward substitution for d ≤ 16)
+    instead of a batched LAPACK ``trsm``, which can deadlock XLA's CPU thread pool (it hung a
+    training run; :func:`activa_ppl.mixture_math.cholesky` explains how). The same density,
+    to float tolerance."""
+
+    def log_prob(self, value):
+        """``log N(value | loc, scale_tril scale_trilᵀ)``, batch ``broadcast(value, batch)``."""
+        d = self.event_shape[-1]
+        diff = jnp.asarray(value) - self.loc  # (..., d)
+        z = solve_lower(self.scale_tril, diff[..., None])[..., 0]
+        half_logdet = jnp.sum(jnp.log(jnp.diagonal(self.scale_tril, axis1=-2, axis2=-1)), axis=-1)
+        return -0.5 * (d * math.log(2 * math.pi) + jnp.sum(z * z, axis=-1)) - half_logdet
+
+
 def decoded_distribution(logits, locs, covariances) -> dist.Distribution:
     """p_γ(V | z): ``logits (..., B)``, ``locs (..., B, d)``, ``covariances (..., B, d, d)``.
 
-    Its factorization and log density are LAPACK calls (``jnp.linalg.cholesky``, NumPyro's
-    triangular solve), which can deadlock XLA's CPU pool (docs/reliability.md); routing them
-    through :mod:`activa_ppl.mixture_math`'s elementwise forms is pending (see there)."""
-    components = dist.MultivariateNormal(locs, scale_tril=jnp.linalg.cholesky(covariances))
+    The components' Cholesky factors and log densities are written out in elementwise ops for
+    d ≤ 16 (:func:`activa_ppl.mixture_math.cholesky`, :class:`_MultivariateNormal`): no LAPACK
+    custom call in the training loss."""
+    components = _MultivariateNormal(locs, scale_tril=cholesky(covariances))
     return dist.MixtureSameFamily(dist.Categorical(logits=logits), components)
 
 

@@ -65,6 +65,7 @@ from activa_ppl.distributed import is_main_process
 from activa_ppl.fitted import FittedActiva
 from activa_ppl.loop import TrainingDiverged
 from activa_ppl.mixture import mixture_log_prob
+from activa_ppl.mixture_math import cholesky
 from activa_ppl.model import Activa, predictive_arrays
 
 __all__ = ["train", "make_optimizer", "learning_rate_schedule", "svi_chunks", "SVIChunks", "task_arrays", "validation_nll",
@@ -116,7 +117,7 @@ def validation_nll(activa: Activa, params, key, observational, targets, interven
         activa, params, key, observational, targets, intervention_index, num_latents
     )
     # The S·B-component prior-predictive mixture, batch (Q,), against samples (N_int, Q, d).
-    log_p = mixture_log_prob(jnp.log(weights), locs, jnp.linalg.cholesky(covariances),
+    log_p = mixture_log_prob(jnp.log(weights), locs, cholesky(covariances),  # no LAPACK call (d <= 16)
                              jnp.swapaxes(interventional, 0, 1))
     return -log_p.mean()
 

@@ -26,6 +26,19 @@ def test_bench_script_help(script, output):
     assert proc.stdout.startswith("usage:") and output in proc.stdout
 
 
+def test_bench_solves_smoke():
+    """benchmarks/bench_solves.py: both training chunks (elementwise and LAPACK likelihood) build,
+    run and print one row, with the same first loss to float tolerance."""
+    proc = subprocess.run([sys.executable, str(BENCHMARKS / "bench_solves.py"), "--preset", "tiny",
+                           "--shape", "gauss2", "--repeats", "1", "--steps", "1"],
+                          capture_output=True, text=True, timeout=300, cwd=BENCHMARKS)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    (row,) = [line for line in proc.stdout.splitlines() if line.startswith("| gauss2 |")]
+    cells = [c.strip() for c in row.strip("|").split("|")]
+    assert float(cells[2]) > 0 and float(cells[3]) > 0
+    assert float(cells[5]) < 1e-4  # first loss: the same objective
+
+
 @pytest.mark.parametrize("old_path", [False, pytest.param(True, marks=pytest.mark.slow)],
                          ids=["new-path", "old-path"])
 def test_bench_core_quick(tmp_path, old_path):

@@ -15,6 +15,7 @@ import jax.numpy as jnp
 from activa_ppl.baselines.mace_tnp.config import MaceTnpConfig
 from activa_ppl.baselines.mace_tnp.networks import MaceTnp
 from activa_ppl.mixture import GaussianMixture
+from activa_ppl.mixture_math import solve_lower
 from activa_ppl.standardize import standardization_stats
 
 __all__ = ["STD_FLOOR", "denormalize", "init_params", "predict_arrays", "training_loss", "validation_nll"]
@@ -104,11 +105,13 @@ def _log_prob(logits, locs, tril, x):
     Equal to :func:`activa_ppl.mixture.mixture_log_prob` to float tolerance (tested), which is
     not used here: differentiated in MACE-TNP's training step at d = 8 (its batched
     ``triangular_solve`` against every sample) the XLA CPU backend of jax 0.10.2 never finished
-    the first chunk, every thread idle; this formulation trains as it always has.
+    the first chunk, every thread idle; this formulation trains as it always has. That was the
+    LAPACK thread-pool deadlock of :func:`activa_ppl.mixture_math.cholesky`; the inverse factor
+    is now taken by :func:`activa_ppl.mixture_math.solve_lower` (no LAPACK call for d <= 16).
     """
     d = locs.shape[-1]
     eye = jnp.broadcast_to(jnp.eye(d, dtype=tril.dtype), tril.shape)
-    inv = jax.scipy.linalg.solve_triangular(tril, eye, lower=True)  # (T, K, d, d) = L⁻¹
+    inv = solve_lower(tril, eye)  # (T, K, d, d) = L⁻¹
     diff = x[:, :, None, :] - locs[:, None, :, :]  # (T, n, K, d)
     y = jnp.einsum("tkij,tnkj->tnki", inv, diff)
     log_det = jnp.log(jnp.diagonal(tril, axis1=-2, axis2=-1)).sum(-1)  # (T, K)
