@@ -80,6 +80,10 @@ VARIANTS: dict[str, tuple[dict, dict]] = {
     # The library's recommended recipe: _configs builds it with ActivaConfig.recommended and
     # TrainConfig.recommended(steps) (whose warm-up depends on the steps), so it stays the library's.
     "recipe": ({"ActivaConfig": "recommended"}, {"TrainConfig": "recommended"}),
+    # Round 4 (2026-12-01), capacity where the descendants' effect is computed: the recipe with
+    # K = 4 decoder blocks (the small preset: 2), or with L = 3 encoder blocks (2).
+    "recipe-dec4": ({"ActivaConfig": "recommended", "num_decoder_blocks": 4}, {"TrainConfig": "recommended"}),
+    "recipe-enc3": ({"ActivaConfig": "recommended", "num_encoder_blocks": 3}, {"TrainConfig": "recommended"}),
     "mace-tnp": ({}, {}),
 }
 
@@ -135,10 +139,11 @@ def _configs(args, name: str, data, steps: int | None = None):
     steps = steps or args.max_steps
     fields = dict(num_interventions=max(1, data.num_interventions), standardize=True,
                   intervention_values=nominal_intervention_values(data))
-    if name == "recipe":
-        return (ap.ActivaConfig.recommended(preset, **fields),
-                ap.TrainConfig.recommended(steps, eval_every=args.eval_every, seed=args.seed))
     model_over, train_over = VARIANTS[name]
+    if model_over.get("ActivaConfig") == "recommended":  # the recipe, plus the variant's fields
+        extra = {k: v for k, v in model_over.items() if k != "ActivaConfig"}
+        return (ap.ActivaConfig.recommended(preset, **fields, **extra),
+                ap.TrainConfig.recommended(steps, eval_every=args.eval_every, seed=args.seed))
     config = ap.ActivaConfig.preset(preset, **fields, **model_over)
     train_config = ap.TrainConfig(**{"num_steps": steps, "eval_every": args.eval_every,
                                      "seed": args.seed, **train_over})

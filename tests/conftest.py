@@ -11,6 +11,9 @@
 * Test modules do not import conftest: shared helpers are fixtures here, or, where a module
   needs them at import time (hypothesis strategies, fuzz settings), functions in
   ``tests/helpers.py``.
+* The suite runs in pytest-xdist worker processes, a file at a time per worker
+  (:func:`pytest_xdist_auto_num_workers`), and each module's compiled programs are released
+  when it ends (:func:`_compiled_code_released`).
 """
 
 from __future__ import annotations
@@ -54,6 +57,20 @@ def _caches_left_off():
         disk_memo.enable(None)
     if jax.config.jax_compilation_cache_dir is not None:
         jax.config.update("jax_compilation_cache_dir", None)
+
+
+def pytest_xdist_auto_num_workers(config):
+    """``-n auto`` (pyproject's addopts): one pytest-xdist worker per usable core, at most 4.
+
+    Each worker is a JAX process of up to about 4 GB; on the 2-core machine two workers run the
+    fast suite in about two thirds of the single-process time (987 s against 1,443 s,
+    2026-12-01). ``--dist loadfile`` keeps a file's tests, and its module fixtures, on one worker.
+    """
+    try:
+        usable = len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        usable = os.cpu_count() or 1
+    return max(1, min(usable, 4))
 
 
 @pytest.fixture(autouse=True, scope="module")
