@@ -120,8 +120,11 @@ def _dataset(args):
 
 
 def _summary(results: dict) -> dict:
-    """``{marginal: {metric: mean}}`` of one method's :func:`activa_ppl.evaluation.evaluate` table."""
-    return {m: {k: results[m][k]["mean"] for k in ("nll", "energy")} for m in MARGINALS if m in results}
+    """``{marginal: {"nll", "energy", "nll_se", "energy_se"}}`` of one method's
+    :func:`activa_ppl.evaluation.evaluate` table: the means and their standard errors."""
+    return {m: {**{k: results[m][k]["mean"] for k in ("nll", "energy")},
+                **{f"{k}_se": results[m][k]["se"] for k in ("nll", "energy")}}
+            for m in MARGINALS if m in results}
 
 
 def _configs(args, name: str, data, steps: int | None = None):
@@ -257,12 +260,17 @@ def plot_curves(report: dict, path: Path) -> None:
 
 
 def format_table(report: dict) -> str:
-    """Markdown: per variant, steps in budget and held-out NLL / energy distance per marginal."""
+    """Markdown: per variant, steps in budget and held-out NLL / energy distance per marginal
+    (``mean ± standard error`` where the scores carry one)."""
     head = ["variant", "s/step", "steps", "best valid NLL"] + [f"{m} {k}" for m in MARGINALS for k in ("NLL", "ERG")]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
 
+    def cell(score: dict, k: str) -> str:
+        se = score.get(f"{k}_se")
+        return f"{score[k]:.2f}" + ("" if se is None else f" ± {se:.2f}")
+
     def cells(scores):
-        return [f"{scores[m][k]:.2f}" if m in scores else "—" for m in MARGINALS for k in ("nll", "energy")]
+        return [cell(scores[m], k) if m in scores else "—" for m in MARGINALS for k in ("nll", "energy")]
 
     for row in report["variants"]:
         lines.append("| " + " | ".join([row["variant"], f"{row['seconds_per_step']:.3f}", str(row["steps"]),
