@@ -352,10 +352,9 @@ def test_solve_lower_matches_lapack(d):
 
 
 def test_decoded_likelihood_matches_numpyro():
-    """The training likelihood (model.decoded_distribution, from the covariances' Cholesky
-    factors) gives the density of NumPyro's MultivariateNormal parametrized by the covariances,
-    to float tolerance: a guard for routing its factorization and solves elsewhere (the
-    elementwise forms of mixture_math, pending: docs/reliability.md)."""
+    """The training likelihood (model.decoded_distribution: mixture_math.cholesky and
+    model._MultivariateNormal's elementwise solves) gives the density of NumPyro's
+    MultivariateNormal parametrized by the covariances (LAPACK), to float tolerance."""
     import numpyro.distributions as dist
 
     from activa_ppl.model import decoded_distribution
