@@ -9,7 +9,8 @@ and Linear Causal on the test split with
 :func:`activa_ppl.report.run_evaluation`, compares the baseline rows with the paper's Table 1,
 and rewrites the generated blocks of ``docs/results.md`` (between ``<!-- generated:NAME -->``
 markers; the prose around them is kept) and of each evaluated zoo model's ``card.md`` (its
-Table 1 rows and the zoo issue's targets, met or not). Outputs of the evaluation go to
+Table 1 rows and the zoo issue's targets, met or not; only when ``--doc`` is that page, so a
+trial run into another page leaves the shipped cards alone). Outputs of the evaluation go to
 ``docs/results/`` (``table1.md``, ``results.json``, ``records.csv.gz``, figures).
 
 The SERGIO and OOD rows simulate modules of the paper's E. coli and yeast networks, which ship
@@ -383,7 +384,9 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data-dir", default="data", help="where datasets are simulated")
     parser.add_argument("--out", default="docs/results", help="evaluation outputs")
-    parser.add_argument("--doc", default="docs/results.md", help="page to update")
+    parser.add_argument("--doc", default="docs/results.md",
+                        help="page to update; the zoo models' cards are rewritten only when this is "
+                             "the default docs/results.md (their numbers are that page's)")
     parser.add_argument("--sergio-networks", default=None, metavar="DIR",
                         help="folder with the E. coli and yeast network files "
                         f"({', '.join(SERGIO_NETWORKS)}) of the SERGIO rows (default: the copies "
@@ -486,7 +489,10 @@ def write_docs_and_cards(report: dict, specs: list, args) -> None:
     text = replace_block(text, "machine", machine_block(report))
     doc.write_text(text)
     cards = {}
-    for spec in specs:  # the cards of the datasets evaluated now
+    # A run for another page (a test, a trial at a smaller scale) leaves the zoo's cards as they
+    # are: they show the numbers of docs/results.md, the real table.
+    real_table = doc.resolve() == (ROOT / "docs" / "results.md").resolve()
+    for spec in specs if real_table else []:  # the cards of the datasets evaluated now
         ds = next(d for d in report["datasets"] if d["label"] == spec.label)
         if spec.model:
             card = Path("models") / spec.model / "card.md"
@@ -497,7 +503,7 @@ def write_docs_and_cards(report: dict, specs: list, args) -> None:
                                         where=str(card))
             for target, ok, measured in target_checks(ds):
                 print(f"{ds['label']:8s} {spec.model:8s} {'met ' if ok else 'MISS'} {target}: {measured}")
-    for entry in DATASETS.values():  # the MACE-TNP baselines' cards: training summary only
+    for entry in DATASETS.values() if real_table else []:  # the MACE-TNP baselines' cards: training summary only
         card = Path("models") / "baselines" / str(entry.mace_tnp) / "card.md"
         if entry.mace_tnp and card.is_file() and "<!-- generated:training -->" in card.read_text():
             cards[card] = replace_block(card.read_text(), "training", training_block(card.parent),
@@ -505,7 +511,8 @@ def write_docs_and_cards(report: dict, specs: list, args) -> None:
     for card, text in cards.items():
         card.write_text(text)
     print(paper_comparison(report))
-    print(f"\nupdated {doc} and {args.out}")
+    print(f"\nupdated {doc} and {args.out}" + ("" if real_table else
+          "; model cards not written (only with the default --doc docs/results.md)"))
 
 
 if __name__ == "__main__":

@@ -14,12 +14,17 @@
 * The suite runs in pytest-xdist worker processes, a file at a time per worker
   (:func:`pytest_xdist_auto_num_workers`), and each module's compiled programs are released
   when it ends (:func:`_compiled_code_released`).
+* Tests write under ``tmp_path`` only: a run that changes any file git tracks (a model card, a
+  docs page) fails, naming the files (:func:`pytest_sessionfinish`).
 """
 
 from __future__ import annotations
 
 import gc
+import hashlib
 import os
+import subprocess
+from pathlib import Path
 
 os.environ["JAX_PLATFORMS"] = "cpu"
 # `activa predict` run in-process turns on JAX's persistent compilation cache and the start-up
@@ -33,6 +38,51 @@ import pytest  # noqa: E402
 
 # In case a plugin imported jax before this file ran (the variable is then read too late).
 jax.config.update("jax_platforms", "cpu")
+
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _tracked_files() -> dict[str, str] | None:
+    """SHA-256 of every file git tracks in the checkout (None outside a git checkout)."""
+    try:
+        listed = subprocess.run(["git", "ls-files", "-z"], cwd=ROOT, capture_output=True, check=True).stdout
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    digests = {}
+    for name in listed.decode().split("\0"):
+        path = ROOT / name
+        if name and path.is_file() and not path.is_symlink():
+            digests[name] = hashlib.sha256(path.read_bytes()).hexdigest()
+    return digests
+
+
+def pytest_sessionstart(session):
+    """Record the tracked files' contents (in the controlling process only, not xdist workers)."""
+    if not hasattr(session.config, "workerinput"):
+        session.config._tracked_before = _tracked_files()
+
+
+def pytest_sessionfinish(session, exitstatus):
+    """Fail the run when a test changed a file that git tracks.
+
+    Tests write under ``tmp_path``; a test that writes into the checkout (once: a trial run of
+    ``inference/reproduce_table1.py`` rewrote the zoo's model cards with its one-SCM numbers, and
+    they were committed) changes the shipped project. Edits made by hand while the suite runs
+    trip this too; rerun then.
+    """
+    before = getattr(session.config, "_tracked_before", None)
+    if before is None:
+        return
+    after = _tracked_files() or {}
+    changed = sorted(n for n in before.keys() | after.keys() if before.get(n) != after.get(n))
+    if changed:
+        reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+        message = ("tests changed files that git tracks (tests must write under tmp_path): "
+                   + ", ".join(changed[:20]) + (" ..." if len(changed) > 20 else ""))
+        if reporter is not None:
+            reporter.write_line(message, red=True)
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
 
 @pytest.fixture(autouse=True)
