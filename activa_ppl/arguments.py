@@ -105,6 +105,9 @@ def add_training_arguments(parser: argparse.ArgumentParser, *,
           "variable (for data whose scale varies between SCMs, e.g. 8-variable sets and SERGIO)")
     _flag(parser, "--decoder-context", "ActivaConfig(decoder_context=True): the decoder also sees "
           "the observational context, p(V | z, D_obs, do) (not in the paper; docs/ablations.md)")
+    _flag(parser, "--regression-context", "ActivaConfig(regression_context=True): the decoder's "
+          "tokens also get the observational regression's prediction under the query "
+          "(activa_ppl.regression; not in the paper; docs/ablations.md)")
     parser.add_argument("--covariance-head", choices=["lowrank", "cholesky"], default="lowrank",
                         help="decoded covariances: the paper's low-rank + eps, or a floored Cholesky "
                         "factor (default: %(default)s)")
@@ -204,12 +207,13 @@ def train_activa_from_args(args: argparse.Namespace, *,
         initialize(args.coordinator, args.num_processes, args.process_id)
     data = training_data_from_args(args)
     standardize = {}
-    if args.standardize:  # z-scored inputs: the model needs each index's value in data units
+    if args.standardize or args.regression_context:  # the model needs each index's value in data units
         from activa_ppl.standardize import nominal_intervention_values
 
-        standardize = dict(standardize=True, intervention_values=nominal_intervention_values(data))
+        standardize = dict(standardize=args.standardize, intervention_values=nominal_intervention_values(data))
     config = ActivaConfig.preset(args.preset, num_interventions=max(1, data.num_interventions),
-                                 decoder_context=args.decoder_context, covariance_head=args.covariance_head,
+                                 decoder_context=args.decoder_context,
+                                 regression_context=args.regression_context, covariance_head=args.covariance_head,
                                  cholesky_floor=args.cholesky_floor, **standardize,
                                  **{field: getattr(args, field) for _, field, _, _ in _PRESET_OVERRIDES
                                     if getattr(args, field, None) is not None})

@@ -104,6 +104,12 @@ class ActivaConfig(ConfigBase):
             what the data leave ambiguous. Not in the paper (Eq. 4 decodes from z alone);
             ``False`` keeps Eq. 4 exactly. See the "Concepts" page for why and the measured
             effect (docs/ablations.md).
+        regression_context: give the decoder's input tokens, per variable, what a linear
+            regression on the observational data predicts under the query (correlation with
+            the target, conditional mean and log sd given the intervened value, in the
+            networks' units; :mod:`activa_ppl.regression`), p_γ(V | z, D_obs, do) through
+            statistics the pooled embedding only approximates. Not in the paper; needs
+            ``intervention_values``. ``False`` (default): not used.
         covariance_head: ``"lowrank"`` (the paper's Σ = u uᵀ / r + εI) or ``"cholesky"``
             (Σ = L Lᵀ + εI with L lower triangular: a softplus diagonal floored at
             ``cholesky_floor`` and strictly-lower entries from pairwise products of the
@@ -148,6 +154,7 @@ class ActivaConfig(ConfigBase):
     intervention_values: tuple[float, ...] | None = None
     std_floor: float = 1e-2
     decoder_context: bool = False
+    regression_context: bool = False
     covariance_head: str = "lowrank"
     cholesky_floor: float = 0.05
     matmul_dtype: str = "float32"
@@ -157,7 +164,7 @@ class ActivaConfig(ConfigBase):
     #: leaves them out at that value, so files (and resume checks) of models that do not use
     #: them stay as before. (``attention``: older files were trained with ``"softmax"``, which
     #: computes the same function; they read as the faster default.)
-    _IMPLIED = {"matmul_dtype": "float32", "attention": "deferred"}
+    _IMPLIED = {"matmul_dtype": "float32", "attention": "deferred", "regression_context": False}
 
     def to_dict(self) -> dict[str, Any]:
         """The configuration as a JSON-serialisable dict (fields of ``_IMPLIED`` at their
@@ -174,7 +181,7 @@ class ActivaConfig(ConfigBase):
             if not all(math.isfinite(v) for v in values):
                 raise ValueError(f"ActivaConfig.intervention_values must be finite, got {values!r}")
             object.__setattr__(self, "intervention_values", values)
-        for name in ("standardize", "decoder_context"):
+        for name in ("standardize", "decoder_context", "regression_context"):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"ActivaConfig.{name} must be a bool, got {getattr(self, name)!r}")
         if self.matmul_dtype not in MATMUL_DTYPES:
@@ -199,6 +206,11 @@ class ActivaConfig(ConfigBase):
             raise ValueError(
                 "ActivaConfig(standardize=True) needs intervention_values, one value per intervention "
                 f"index ({self.num_interventions}), got {self.intervention_values!r}")
+        if self.regression_context and (self.intervention_values is None
+                                        or len(self.intervention_values) != self.num_interventions):
+            raise ValueError(
+                "ActivaConfig(regression_context=True) needs intervention_values, one value per "
+                f"intervention index ({self.num_interventions}), got {self.intervention_values!r}")
         for name in ("prior_variance", "posterior_variance", "covariance_eps", "beta", "std_floor",
                      "cholesky_floor"):
             value = getattr(self, name)

@@ -35,6 +35,7 @@ from activa_ppl.interventions import intervention_representation
 from activa_ppl.mixture import GaussianMixture
 from activa_ppl.mixture_math import cholesky, solve_lower
 from activa_ppl.networks import DatasetEmbedding, Decoder, PosteriorHead, PriorHead
+from activa_ppl.regression import NUM_REGRESSION_FEATURES, regression_features
 from activa_ppl.standardize import standardization_stats, to_data_units
 
 __all__ = ["Activa", "SharedEmbeddingELBO", "predictive_arrays", "predictive_mixture", "prior_distribution", "decoded_distribution"]
@@ -109,6 +110,18 @@ def _representation(cfg: ActivaConfig, targets, intervention_index, num_samples:
 def _z_scored(x, stats):
     """``x (T, N, d)`` in the networks' units: z-scores when ``stats = (mean, std)`` is set."""
     return x if stats is None else (x - stats[0][..., None, :]) / stats[1][..., None, :]
+
+
+def _decoder_inputs(cfg: ActivaConfig, h_obs, observational, targets, intervention_index, mask=None):
+    """The decoder's inputs beside z: ``(h′ (T, d, e) or None, regression features (T, d, 3) or
+    None)``, as ``cfg.decoder_context`` and ``cfg.regression_context`` ask; ``observational``
+    in data units."""
+    features = None
+    if cfg.regression_context:
+        values = jnp.asarray(cfg.intervention_values, jnp.float32)[intervention_index]  # (T,)
+        features = regression_features(observational, targets, values, cfg.std_floor,
+                                       standardized=cfg.standardize, mask=mask)
+    return (h_obs if cfg.decoder_context else None), features
 
 
 def _data_units(locs, covariances, stats):
@@ -194,14 +207,14 @@ class Activa:
             stats, channel = _standardization(cfg, obs, tgt, index)
             if h_obs is None:
                 rep = _representation(cfg, tgt, index, num_obs, channel)  # (B, N_obs, d, |I|[+1])
-                obs = _z_scored(obs, stats)
-                h_obs = flax_module("obs_embedding", self.modules["obs_embedding"], obs, rep)(obs, rep)
+                x = _z_scored(obs, stats)
+                h_obs = flax_module("obs_embedding", self.modules["obs_embedding"], x, rep)(x, rep)
             else:
                 h_obs = jnp.asarray(h_obs)[idx]  # (B, d, e), precomputed
             prior_logits, prior_locs = flax_module("prior", self.modules["prior"], h_obs)(h_obs)
             z = numpyro.sample("z", prior_distribution(prior_logits, prior_locs, cfg.prior_variance))
-            context = (h_obs,) if cfg.decoder_context else ()
-            logits, locs, covariances = flax_module("decoder", self.modules["decoder"], z, *context)(z, *context)
+            extra = _decoder_inputs(cfg, h_obs, obs, tgt, index)  # (h′ | None, features | None)
+            logits, locs, covariances = flax_module("decoder", self.modules["decoder"], z, *extra)(z, *extra)
             locs, covariances = _data_units(locs, covariances, stats)
             # The N interventional samples are i.i.d. given z: batch (B, 1) → (B, N), event (d,),
             # then the sample axis is folded into the event, so the site's batch is the task plate.
@@ -295,7 +308,8 @@ class Activa:
         h = jnp.zeros((1, num_vars, cfg.embed_dim))
         inputs = {
             "obs_embedding": (obs, rep), "int_embedding": (obs, rep), "prior": (h,),
-            "decoder": (jnp.zeros((1, num_vars)),) + ((h,) if cfg.decoder_context else ()),
+            "decoder": (jnp.zeros((1, num_vars)), h if cfg.decoder_context else None,
+                        jnp.zeros((1, num_vars, NUM_REGRESSION_FEATURES)) if cfg.regression_context else None),
             "posterior": (h, h),
         }
         keys = jax.random.split(key, len(MODULES))
@@ -374,8 +388,9 @@ def predictive_arrays(activa: Activa, params, key, observational, targets, inter
     h_obs = activa.apply(params, "obs_embedding", *args)  # (Q, d, e)
     prior_logits, prior_locs = activa.apply(params, "prior", h_obs)  # (Q, C), (Q, C, d)
     z = prior_distribution(prior_logits, prior_locs, cfg.prior_variance).sample(key, (num_latents,))
-    context = (h_obs,) if cfg.decoder_context else ()  # (Q, d, e) broadcasts over the S draws
-    logits, locs, covariances = activa.apply(params, "decoder", z, *context)  # (S, Q, B, ...)
+    # h′ (Q, d, e) and the regression features (Q, d, 3) broadcast over the S draws
+    extra = _decoder_inputs(cfg, h_obs, observational, targets, intervention_index, mask)
+    logits, locs, covariances = activa.apply(params, "decoder", z, *extra)  # (S, Q, B, ...)
     locs, covariances = _data_units(locs, covariances, stats)  # stats (Q, d) broadcast over S
     log_weights = jax.nn.log_softmax(logits, axis=-1) - math.log(num_latents)  # (S, Q, B)
     num_q, d = z.shape[1], z.shape[2]

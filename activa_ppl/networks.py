@@ -283,6 +283,10 @@ class Decoder(nn.Module):
         context: ``(..., d, e)`` the observational embedding h′, required with
             ``config.decoder_context`` (then projected and added to the input tokens; it
             broadcasts against extra leading latent-draw axes of ``z``), ignored otherwise.
+        features: ``(..., d, 3)`` the regression statistics of
+            :func:`activa_ppl.regression.regression_features`, required with
+            ``config.regression_context`` (projected and added to the input tokens; they
+            broadcast like ``context``), ignored otherwise.
 
     Returns:
         ``(logits (..., B), locs (..., B, d), covariances (..., B, d, d))``. With the
@@ -295,7 +299,7 @@ class Decoder(nn.Module):
     config: ActivaConfig
 
     @nn.compact
-    def __call__(self, z, context=None):
+    def __call__(self, z, context=None, features=None):
         cfg = self.config
         num_b, rank = cfg.decoder_components, cfg.covariance_rank
         h = nn.Dense(cfg.embed_dim)(z[..., None])  # (..., d, e)
@@ -303,6 +307,11 @@ class Decoder(nn.Module):
             if context is None:
                 raise ValueError("ActivaConfig(decoder_context=True): the decoder needs the context h'")
             h = h + nn.Dense(cfg.embed_dim, name="context")(context)
+        if cfg.regression_context:
+            if features is None:
+                raise ValueError("ActivaConfig(regression_context=True): the decoder needs the "
+                                 "regression features (activa_ppl.regression)")
+            h = h + nn.Dense(cfg.embed_dim, name="regression")(features)
         for _ in range(cfg.num_decoder_blocks):
             h = AttentionBlock(cfg.num_heads, cfg.hidden_dim, cfg.matmul_dtype, cfg.attention)(h)
         h = nn.LayerNorm()(h)  # h_dec: (..., d, e)

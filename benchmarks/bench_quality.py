@@ -84,6 +84,9 @@ VARIANTS: dict[str, tuple[dict, dict]] = {
     # K = 4 decoder blocks (the small preset: 2), or with L = 3 encoder blocks (2).
     "recipe-dec4": ({"ActivaConfig": "recommended", "num_decoder_blocks": 4}, {"TrainConfig": "recommended"}),
     "recipe-enc3": ({"ActivaConfig": "recommended", "num_encoder_blocks": 3}, {"TrainConfig": "recommended"}),
+    # Round 5 (2026-12-01): the recipe whose decoder tokens also get the observational
+    # regression's prediction under the query (ActivaConfig.regression_context).
+    "recipe-reg": ({"ActivaConfig": "recommended", "regression_context": True}, {"TrainConfig": "recommended"}),
     "mace-tnp": ({}, {}),
 }
 
