@@ -46,6 +46,10 @@ _PRESET_OVERRIDES = (
      "latent draws S of the predictive mixture (paper: 10)"),
     ("--validation-latents", "num_validation_latents", int,
      "latent draws of the validation NLL (paper: 5)"),
+    ("--num-encoder-blocks", "num_encoder_blocks", int,
+     "attention blocks of each dataset encoder (paper: 4, small preset: 2)"),
+    ("--num-decoder-blocks", "num_decoder_blocks", int,
+     "attention blocks of the decoder (paper: 4, small preset: 2)"),
 )
 
 
