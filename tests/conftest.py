@@ -6,8 +6,9 @@
   (JAX PRNG key) fixtures, or create their own seeded generators. Nothing seeds or reads the
   global ``numpy.random`` state, and an autouse guard fails any test that changes it.
 * No global state is modified: jax configuration is left at its defaults (no x64, no
-  compilation cache; a test that needs float64 uses the ``jax.enable_x64`` context), and expensive objects shared between tests are immutable (frozen
-  configs, jax arrays, params pytrees that nobody mutates).
+  compilation cache; a test that needs float64 uses the ``jax.enable_x64`` context), and
+  expensive objects shared between tests are immutable (frozen configs, jax arrays, params
+  pytrees that nobody mutates).
 * Test modules do not import conftest: shared helpers are fixtures here, or, where a module
   needs them at import time (hypothesis strategies, fuzz settings), functions in
   ``tests/helpers.py``.
