@@ -210,15 +210,15 @@ def train_activa_from_args(args: argparse.Namespace, *,
 
         initialize(args.coordinator, args.num_processes, args.process_id)
     data = training_data_from_args(args)
-    standardize = {}
+    units = {}
     if args.standardize or args.regression_context:  # the model needs each index's value in data units
         from activa_ppl.standardize import nominal_intervention_values
 
-        standardize = dict(standardize=args.standardize, intervention_values=nominal_intervention_values(data))
+        units = dict(standardize=args.standardize, intervention_values=nominal_intervention_values(data))
     config = ActivaConfig.preset(args.preset, num_interventions=max(1, data.num_interventions),
                                  decoder_context=args.decoder_context,
                                  regression_context=args.regression_context, covariance_head=args.covariance_head,
-                                 cholesky_floor=args.cholesky_floor, **standardize,
+                                 cholesky_floor=args.cholesky_floor, **units,
                                  **{field: getattr(args, field) for _, field, _, _ in _PRESET_OVERRIDES
                                     if getattr(args, field, None) is not None})
     fitted = training.train(Activa(config), data, num_steps=args.steps, seed=args.seed,

@@ -475,24 +475,12 @@ def evaluate_rows(specs: list, args, argv, partial: bool) -> dict:
     return report
 
 
-def write_docs_and_cards(report: dict, specs: list, args) -> None:
-    """The generated blocks of ``--doc``, of the cards of the models of ``specs`` and of the
-    MACE-TNP baselines' cards (training summaries)."""
-    doc = Path(args.doc)
-    text = doc.read_text()
-    text = replace_block(text, "table1", format_table1(report) + "\n\n" + format_legend(report))
-    text = replace_block(text, "ate", format_ate_table(report))
-    text = replace_block(text, "paper", paper_comparison(report))
-    text = replace_block(text, "figure3", "\n\n".join(
-        f"![{d['label']}, test SCMs {d['figure3_scms']}](results/{d['figure3']})"
-        for d in report["datasets"] if "figure3" in d))
-    text = replace_block(text, "machine", machine_block(report))
-    doc.write_text(text)
+def card_texts(report: dict, specs: list) -> dict[Path, str]:
+    """The new text of every card to rewrite: the zoo models of ``specs`` (training summary,
+    Table 1 rows and target checks, which are printed) and the MACE-TNP baselines (training
+    summary)."""
     cards = {}
-    # A run for another page (a test, a trial at a smaller scale) leaves the zoo's cards as they
-    # are: they show the numbers of docs/results.md, the real table.
-    real_table = doc.resolve() == (ROOT / "docs" / "results.md").resolve()
-    for spec in specs if real_table else []:  # the cards of the datasets evaluated now
+    for spec in specs:  # the cards of the datasets evaluated now
         ds = next(d for d in report["datasets"] if d["label"] == spec.label)
         if spec.model:
             card = Path("models") / spec.model / "card.md"
@@ -503,13 +491,33 @@ def write_docs_and_cards(report: dict, specs: list, args) -> None:
                                         where=str(card))
             for target, ok, measured in target_checks(ds):
                 print(f"{ds['label']:8s} {spec.model:8s} {'met ' if ok else 'MISS'} {target}: {measured}")
-    for entry in DATASETS.values() if real_table else []:  # the MACE-TNP baselines' cards: training summary only
+    for entry in DATASETS.values():  # the MACE-TNP baselines' cards: training summary only
         card = Path("models") / "baselines" / str(entry.mace_tnp) / "card.md"
         if entry.mace_tnp and card.is_file() and "<!-- generated:training -->" in card.read_text():
             cards[card] = replace_block(card.read_text(), "training", training_block(card.parent),
                                         where=str(card))
-    for card, text in cards.items():
-        card.write_text(text)
+    return cards
+
+
+def write_docs_and_cards(report: dict, specs: list, args) -> None:
+    """The generated blocks of ``--doc`` and, when ``--doc`` is docs/results.md, of the model
+    cards (:func:`card_texts`)."""
+    doc = Path(args.doc)
+    text = doc.read_text()
+    text = replace_block(text, "table1", format_table1(report) + "\n\n" + format_legend(report))
+    text = replace_block(text, "ate", format_ate_table(report))
+    text = replace_block(text, "paper", paper_comparison(report))
+    text = replace_block(text, "figure3", "\n\n".join(
+        f"![{d['label']}, test SCMs {d['figure3_scms']}](results/{d['figure3']})"
+        for d in report["datasets"] if "figure3" in d))
+    text = replace_block(text, "machine", machine_block(report))
+    doc.write_text(text)
+    # A run for another page (a test, a trial at a smaller scale) leaves the zoo's cards as they
+    # are: they show the numbers of docs/results.md, the real table.
+    real_table = doc.resolve() == (ROOT / "docs" / "results.md").resolve()
+    if real_table:
+        for card, card_text in card_texts(report, specs).items():
+            card.write_text(card_text)
     print(paper_comparison(report))
     print(f"\nupdated {doc} and {args.out}" + ("" if real_table else
           "; model cards not written (only with the default --doc docs/results.md)"))

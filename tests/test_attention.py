@@ -97,8 +97,10 @@ def _tiny(**fields):
     return Activa(ActivaConfig.preset("tiny", covariance_eps=1.0, **fields))
 
 
-def _step(activa, params, key):
-    return _loss_and_grads(activa, activa.elbo(shared_embedding=True), params, key, _batch())
+def _step(activa, params, key, batch=None):
+    """One step's loss and gradients on ``batch`` (default: :func:`_batch`)."""
+    return _loss_and_grads(activa, activa.elbo(shared_embedding=True), params, key,
+                           _batch() if batch is None else batch)
 
 
 def test_one_step_loss_and_gradients_equal_flax_attention(key):
@@ -120,8 +122,7 @@ def test_one_step_loss_and_gradients_equal_flax_attention(key):
             np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
         params = jax.tree_util.tree_map(lambda x: x.astype(jnp.float64), params)
         batch = tuple(a.astype(jnp.float64) if a.dtype == jnp.float32 else a for a in _batch())
-        (old_loss, old_grads), (new_loss, new_grads) = [
-            _loss_and_grads(a, a.elbo(shared_embedding=True), params, key, batch) for a in (old, new)]
+        (old_loss, old_grads), (new_loss, new_grads) = _step(old, params, key, batch), _step(new, params, key, batch)
         assert old_loss.dtype == jnp.float64
         np.testing.assert_allclose(float(new_loss), float(old_loss), rtol=1e-7)
         _assert_grads_close(new_grads, old_grads)
