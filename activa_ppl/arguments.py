@@ -50,6 +50,8 @@ _PRESET_OVERRIDES = (
      "attention blocks of each dataset encoder (paper: 4, small preset: 2)"),
     ("--num-decoder-blocks", "num_decoder_blocks", int,
      "attention blocks of the decoder (paper: 4, small preset: 2)"),
+    ("--predictive-weight", "predictive_weight", float,
+     "weight of the hybrid objective's prior-predictive term (paper: 0, the ELBO alone)"),
 )
 
 

@@ -110,6 +110,15 @@ class ActivaConfig(ConfigBase):
             networks' units; :mod:`activa_ppl.regression`), p_γ(V | z, D_obs, do) through
             statistics the pooled embedding only approximates. Not in the paper; needs
             ``intervention_values``. ``False`` (default): not used.
+        predictive_weight: ``w ≥ 0``, the weight of a prior-predictive term added to the
+            objective (a hybrid objective, as in Sohn et al. 2015, "Learning structured output
+            representation using deep conditional generative models"): the model gains the
+            factor ``w · Σ_n log p̂(v_n | D_obs, do)``, where p̂ is the prior-predictive mixture
+            that prediction uses, estimated with one latent draw from each prior component
+            (:func:`activa_ppl.model.stratified_predictive`). The ELBO alone trains the prior
+            only through the KL to the posterior; this term scores the predictive mixture
+            itself, as the validation NLL and the energy distance do. Not in the paper;
+            ``0`` (default) is Eq. 5 exactly.
         covariance_head: ``"lowrank"`` (the paper's Σ = u uᵀ / r + εI) or ``"cholesky"``
             (Σ = L Lᵀ + εI with L lower triangular: a softplus diagonal floored at
             ``cholesky_floor`` and strictly-lower entries from pairwise products of the
@@ -155,6 +164,7 @@ class ActivaConfig(ConfigBase):
     std_floor: float = 1e-2
     decoder_context: bool = False
     regression_context: bool = False
+    predictive_weight: float = 0.0
     covariance_head: str = "lowrank"
     cholesky_floor: float = 0.05
     matmul_dtype: str = "float32"
@@ -164,7 +174,8 @@ class ActivaConfig(ConfigBase):
     #: leaves them out at that value, so files (and resume checks) of models that do not use
     #: them stay as before. (``attention``: older files were trained with ``"softmax"``, which
     #: computes the same function; they read as the faster default.)
-    _IMPLIED = {"matmul_dtype": "float32", "attention": "deferred", "regression_context": False}
+    _IMPLIED = {"matmul_dtype": "float32", "attention": "deferred", "regression_context": False,
+                "predictive_weight": 0.0}
 
     def to_dict(self) -> dict[str, Any]:
         """The configuration as a JSON-serialisable dict (fields of ``_IMPLIED`` at their
@@ -217,6 +228,10 @@ class ActivaConfig(ConfigBase):
             if isinstance(value, bool) or not isinstance(value, (int, float)) \
                     or not math.isfinite(value) or value <= 0:
                 raise ValueError(f"ActivaConfig.{name} must be a positive finite number, got {value!r}")
+        weight = self.predictive_weight
+        if isinstance(weight, bool) or not isinstance(weight, (int, float)) \
+                or not math.isfinite(weight) or weight < 0:
+            raise ValueError(f"ActivaConfig.predictive_weight must be a finite number ≥ 0, got {weight!r}")
 
     PRESETS = {
         "paper": {},

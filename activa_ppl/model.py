@@ -38,7 +38,8 @@ from activa_ppl.networks import DatasetEmbedding, Decoder, PosteriorHead, PriorH
 from activa_ppl.regression import NUM_REGRESSION_FEATURES, regression_features
 from activa_ppl.standardize import standardization_stats, to_data_units
 
-__all__ = ["Activa", "SharedEmbeddingELBO", "predictive_arrays", "predictive_mixture", "prior_distribution", "decoded_distribution"]
+__all__ = ["Activa", "SharedEmbeddingELBO", "predictive_arrays", "predictive_mixture", "prior_distribution",
+           "decoded_distribution", "stratified_predictive"]
 
 #: Names of the Flax modules, i.e. of the NumPyro ``param`` sites ``<name>$params``.
 MODULES = ("obs_embedding", "prior", "decoder", "int_embedding", "posterior")
@@ -74,6 +75,39 @@ def decoded_distribution(logits, locs, covariances) -> dist.Distribution:
     custom call in the training loss."""
     components = _MultivariateNormal(locs, scale_tril=cholesky(covariances))
     return dist.MixtureSameFamily(dist.Categorical(logits=logits), components)
+
+
+def stratified_predictive(decode, prior_logits, prior_locs, variance: float, key):
+    """The prior-predictive mixture with one latent draw from each prior component.
+
+    p̂(V | D_obs, do) = Σ_c π_c p_γ(V | z_c), z_c ~ N(μ_c, variance·I): an unbiased estimate of
+    Σ_c π_c E[p_γ(V | z) | component c] = p_θ(V | D_obs, do), stratified over the prior's C
+    components, so that it is differentiable in the prior's weights π and locations μ (the
+    draws are reparameterised).
+
+    Args:
+        decode: ``z (C, ..., d) → (logits (C, ..., K), locs (C, ..., K, d), covariances
+            (C, ..., K, d, d))``, the decoder in data units.
+        prior_logits: ``(..., C)``; prior_locs ``(..., C, d)``: the prior p_η(z | D_obs, do).
+        variance: the prior components' variance per coordinate.
+        key: PRNG key of the C draws.
+
+    Returns:
+        ``(logits (..., 1, C·K), locs (..., 1, C·K, d), covariances (..., 1, C·K, d, d))``,
+        arguments of :func:`decoded_distribution`; the singleton axis broadcasts over samples.
+    """
+    eps = jax.random.normal(key, prior_locs.shape, prior_locs.dtype)
+    z = jnp.moveaxis(prior_locs + math.sqrt(variance) * eps, -2, 0)  # (C, ..., d)
+    logits, locs, covariances = decode(z)  # (C, ..., K[, d[, d]])
+    log_weights = (jnp.moveaxis(jax.nn.log_softmax(prior_logits, axis=-1), -1, 0)[..., None]
+                   + jax.nn.log_softmax(logits, axis=-1))  # (C, ..., K)
+
+    def flat(a, tail):  # (C, ..., K, *tail) → (..., 1, C·K, *tail)
+        a = jnp.moveaxis(a, 0, -1 - len(tail) - 1)  # (..., C, K, *tail)
+        return a.reshape(*a.shape[:-len(tail) - 2], 1, -1, *tail)
+
+    d = locs.shape[-1]
+    return flat(log_weights, ()), flat(locs, (d,)), flat(covariances, (d, d))
 
 
 def _as_device(observational, targets, intervention_index, interventional):
@@ -195,7 +229,11 @@ class Activa:
         """p(V, z | D_obs, do) = p_γ(V | z) p_η(z | D_obs, do) for every task (Eq. 4).
 
         Sample sites: ``z`` (batch: tasks, event ``(d,)``) and ``interventional`` (batch: tasks,
-        event ``(N_int, d)``; observed when ``interventional`` is given). Arguments: see
+        event ``(N_int, d)``; observed when ``interventional`` is given). With
+        ``config.predictive_weight = w > 0`` and ``interventional`` given, also the factor
+        ``predictive`` (batch: tasks): ``w · Σ_n log p̂(v_n | D_obs, do)``, the hybrid
+        objective's prior-predictive term (:func:`stratified_predictive`; it is not a sample
+        site, so :class:`~activa_ppl.handlers.beta_kl` leaves it alone). Arguments: see
         :class:`Activa`.
         """
         cfg = self.config
@@ -214,14 +252,24 @@ class Activa:
             prior_logits, prior_locs = flax_module("prior", self.modules["prior"], h_obs)(h_obs)
             z = numpyro.sample("z", prior_distribution(prior_logits, prior_locs, cfg.prior_variance))
             extra = _decoder_inputs(cfg, h_obs, obs, tgt, index)  # (h′ | None, features | None)
-            logits, locs, covariances = flax_module("decoder", self.modules["decoder"], z, *extra)(z, *extra)
-            locs, covariances = _data_units(locs, covariances, stats)
+            decoder = flax_module("decoder", self.modules["decoder"], z, *extra)
+
+            def decode(latents):  # (..., B, d) → data-unit components (..., B, K[, d[, d]])
+                logits, locs, covariances = decoder(latents, *extra)
+                return (logits, *_data_units(locs, covariances, stats))
+
+            logits, locs, covariances = decode(z)
             # The N interventional samples are i.i.d. given z: batch (B, 1) → (B, N), event (d,),
             # then the sample axis is folded into the event, so the site's batch is the task plate.
             v = None if interventional is None else interventional[idx]
             n = num_samples if v is None else v.shape[-2]
             likelihood = decoded_distribution(logits[:, None], locs[:, None], covariances[:, None])
             numpyro.sample("interventional", likelihood.expand((z.shape[0], n)).to_event(1), obs=v)
+            if v is not None and cfg.predictive_weight > 0:  # the hybrid objective's extra term
+                predictive = decoded_distribution(*stratified_predictive(
+                    decode, prior_logits, prior_locs, cfg.prior_variance, numpyro.prng_key()))
+                log_predictive = predictive.log_prob(v).sum(-1)  # batch (B, 1) at v (B, N, d) → (B,)
+                numpyro.factor("predictive", cfg.predictive_weight * log_predictive)
 
     # -- the encoder q_φ(z | D_int, D_obs, do), the guide ------------------------------------------
     def guide(self, observational, targets, intervention_index, interventional=None, *,

@@ -87,6 +87,10 @@ VARIANTS: dict[str, tuple[dict, dict]] = {
     # Round 5 (2026-12-01): the recipe whose decoder tokens also get the observational
     # regression's prediction under the query (ActivaConfig.regression_context).
     "recipe-reg": ({"ActivaConfig": "recommended", "regression_context": True}, {"TrainConfig": "recommended"}),
+    # Round 6 (2026-12-01): the hybrid objective, the ELBO plus w times the prior-predictive
+    # log-likelihood of the task's samples (ActivaConfig.predictive_weight).
+    "recipe-pred1": ({"ActivaConfig": "recommended", "predictive_weight": 1.0}, {"TrainConfig": "recommended"}),
+    "recipe-pred0.3": ({"ActivaConfig": "recommended", "predictive_weight": 0.3}, {"TrainConfig": "recommended"}),
     "mace-tnp": ({}, {}),
 }
 

@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
 from activa_ppl.allocator import hugetlb_environment
@@ -177,3 +178,26 @@ def test_bench_quality_extends_and_rescores(tmp_path):
     latents = json.loads((tmp_path / "latents-context.json").read_text())
     assert set(latents["scores"]) == {"2", "4"} and "all_but_target" in latents["scores"]["2"]
     assert (tmp_path / "latents-context.md").read_text().startswith("| S |")
+
+
+def test_paired_records(tmp_path):
+    """benchmarks/paired_records.py pairs two runs' rows by (SCM, query): the mean difference,
+    its SCM-clustered standard error and the share of tasks where B is lower, by hand."""
+    rows_a, rows_b = [], []
+    diffs = {(0, 0): -1.0, (0, 1): 0.5, (1, 0): -0.5, (2, 0): 2.0}
+    for (scm, query), diff in diffs.items():
+        for rows, value in ((rows_a, 3.0 + scm), (rows_b, 3.0 + scm + diff)):
+            rows.append(("ACTIVA", scm, query, "all_but_target", "energy", value))
+    rows_a.append(("ACTIVA", 9, 0, "all_but_target", "energy", 1.0))  # unpaired: left out
+    columns = ["method", "scm", "query", "marginal", "metric", "value"]
+    paths = []
+    for name, rows in (("a", rows_a), ("b", rows_b)):
+        paths.append(tmp_path / f"{name}.csv.gz")
+        pd.DataFrame(rows, columns=columns).to_csv(paths[-1], index=False)
+    proc = subprocess.run([sys.executable, str(BENCHMARKS / "paired_records.py"), *map(str, paths)],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    mean = sum(diffs.values()) / 4  # 0.25
+    per_scm = [(-1.0 - mean) + (0.5 - mean), -0.5 - mean, 2.0 - mean]
+    se = (sum(x * x for x in per_scm) ** 0.5) / 4
+    assert f"| all_but_target | energy | 4 | {mean:+.3f} | {se:.3f} | 50 % |" in proc.stdout
