@@ -26,7 +26,10 @@ For each variant (``--variants``, names from :data:`VARIANTS`):
   against steps.
 
 Outputs in ``--out``: ``quality.json`` (every number, the machine, the command),
-``quality.md`` (the table) and ``learning_curves.png``.
+``quality.md`` (the table), ``learning_curves.png``, and each variant's per-task scores in
+``<variant>/records.csv.gz`` (the columns of :func:`activa_ppl.evaluation.evaluate_tasks`; pair
+two variants with ``python benchmarks/paired_records.py OUT/A/records.csv.gz
+OUT/B/records.csv.gz --method A --method-b B``).
 
 Usage::
 
@@ -204,7 +207,7 @@ def run_variant(args, name: str, steps: int) -> dict:
     import jax
 
     import activa_ppl as ap
-    from activa_ppl.evaluation import evaluate
+    from activa_ppl.evaluation import evaluate_tasks, summarize
     from activa_ppl.predictors import activa_predictor, gaussian_conditional_predictor, mace_tnp_predictor
 
     data = _dataset(args)
@@ -219,8 +222,11 @@ def run_variant(args, name: str, steps: int) -> dict:
         fitted = ap.train(ap.Activa(config), data, config=train_config, workdir=workdir, progress=False)
         predictor = activa_predictor(fitted, seed=args.seed)
     wall = time.perf_counter() - t0
-    scores = evaluate(data, {name: predictor, "Gaussian Cond.": gaussian_conditional_predictor()},
-                      split=args.eval_split, max_scms=args.eval_scms, seed=args.seed, progress=False)
+    records = evaluate_tasks(data, {name: predictor, "Gaussian Cond.": gaussian_conditional_predictor()},
+                             split=args.eval_split, max_scms=args.eval_scms, seed=args.seed, progress=False)
+    # per-task scores, for paired comparisons of two variants (benchmarks/paired_records.py)
+    records.to_csv(workdir / "records.csv.gz", index=False)
+    scores = summarize(records)
     curve = [json.loads(line) for line in (workdir / "metrics.jsonl").read_text().splitlines()]
     return {"variant": name, "overrides": VARIANTS[name] if name in VARIANTS else None,
             "steps": fitted.info["num_steps"], "best_step": fitted.info["best_step"],

@@ -142,6 +142,11 @@ def test_bench_quality_quick(tmp_path):
         assert {"all_but_target", "descendants", "non_descendants"} >= set(row["scores"])
     assert "Gaussian Cond." in (tmp_path / "quality.md").read_text()
     assert (tmp_path / "learning_curves.png").stat().st_size > 10_000
+    paired = subprocess.run([sys.executable, str(BENCHMARKS / "paired_records.py"),
+                             *(str(tmp_path / v / "records.csv.gz") for v in ("paper-small", "context")),
+                             "--method", "paper-small", "--method-b", "context"],
+                            capture_output=True, text=True, timeout=120)
+    assert paired.returncode == 0 and "| all_but_target | energy |" in paired.stdout, paired.stderr[-3000:]
 
 
 @pytest.mark.slow  # about 40 s: two compilations
