@@ -83,7 +83,8 @@ def stratified_predictive(decode, prior_logits, prior_locs, variance: float, key
     p̂(V | D_obs, do) = Σ_c π_c p_γ(V | z_c), z_c ~ N(μ_c, variance·I): an unbiased estimate of
     Σ_c π_c E[p_γ(V | z) | component c] = p_θ(V | D_obs, do), stratified over the prior's C
     components, so that it is differentiable in the prior's weights π and locations μ (the
-    draws are reparameterised).
+    draws are reparameterised). Its log is, in expectation, a lower bound on log p_θ (Jensen),
+    tight as the decoded densities vary less between draws of one component.
 
     Args:
         decode: ``z (C, ..., d) → (logits (C, ..., K), locs (C, ..., K, d), covariances
@@ -232,8 +233,8 @@ class Activa:
         event ``(N_int, d)``; observed when ``interventional`` is given). With
         ``config.predictive_weight = w > 0`` and ``interventional`` given, also the factor
         ``predictive`` (batch: tasks): ``w · Σ_n log p̂(v_n | D_obs, do)``, the hybrid
-        objective's prior-predictive term (:func:`stratified_predictive`; it is not a sample
-        site, so :class:`~activa_ppl.handlers.beta_kl` leaves it alone). Arguments: see
+        objective's prior-predictive term (:func:`stratified_predictive`; an observed site,
+        so :class:`~activa_ppl.handlers.beta_kl` leaves it alone). Arguments: see
         :class:`Activa`.
         """
         cfg = self.config
