@@ -18,8 +18,9 @@ from __future__ import annotations
 import argparse
 import sys
 
-import numpy as np
 import pandas as pd
+
+from activa_ppl.evaluation import summarize
 
 MARGINALS = ("all_but_target", "descendants", "non_descendants")
 METRICS = ("energy", "nll")
@@ -27,22 +28,24 @@ METRICS = ("energy", "nll")
 
 def paired_differences(a: pd.DataFrame, b: pd.DataFrame, method_a: str, method_b: str) -> list[dict]:
     """One row per (marginal, metric): ``n`` paired tasks, ``mean`` and ``se`` of B − A (se
-    clustered by SCM), and ``b_better``, the share of tasks where B's score is lower."""
+    clustered by SCM: :func:`activa_ppl.evaluation.summarize`'s task averaging applied to the
+    differences), and ``b_better``, the share of tasks where B's score is lower."""
+    keys = ["scm", "query", "marginal", "metric"]
+
+    def values(frame, method):
+        return frame[frame.method == method].set_index(keys).value
+
+    diff = (values(b, method_b) - values(a, method_a)).dropna().rename("value").reset_index()
+    summary = summarize(diff.assign(method="B − A")).get("B − A", {})
     rows = []
     for marginal in MARGINALS:
         for metric in METRICS:
-            def values(frame, method):
-                keep = (frame.method == method) & (frame.marginal == marginal) & (frame.metric == metric)
-                return frame[keep].set_index(["scm", "query"]).value
-
-            diff = (values(b, method_b) - values(a, method_a)).dropna()
-            if diff.empty:
+            entry = summary.get(marginal, {}).get(metric)
+            if entry is None:
                 continue
-            mean = float(diff.mean())
-            clustered = (diff - mean).groupby(level="scm").sum()
-            rows.append(dict(marginal=marginal, metric=metric, n=len(diff), mean=mean,
-                             se=float(np.sqrt((clustered ** 2).sum()) / len(diff)),
-                             b_better=float((diff < 0).mean())))
+            part = diff.value[(diff.marginal == marginal) & (diff.metric == metric)]
+            rows.append(dict(marginal=marginal, metric=metric, n=entry["n"], mean=entry["mean"],
+                             se=entry["se"], b_better=float((part < 0).mean())))
     return rows
 
 
