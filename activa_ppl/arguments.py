@@ -117,6 +117,9 @@ def add_training_arguments(parser: argparse.ArgumentParser, *,
     parser.add_argument("--covariance-head", choices=["lowrank", "cholesky"], default="lowrank",
                         help="decoded covariances: the paper's low-rank + eps, or a floored Cholesky "
                         "factor (default: %(default)s)")
+    parser.add_argument("--predictive-estimate", choices=["per_particle", "per_step"], default="per_particle",
+                        help="with --predictive-weight > 0: estimate the hybrid term in every ELBO particle "
+                        "or once per step (cheaper) (default: %(default)s)")
     parser.add_argument("--cholesky-floor", type=float, default=0.05,
                         help="with --covariance-head cholesky: smallest diagonal entry of L "
                         "(default: %(default)s)")
@@ -220,7 +223,8 @@ def train_activa_from_args(args: argparse.Namespace, *,
     config = ActivaConfig.preset(args.preset, num_interventions=max(1, data.num_interventions),
                                  decoder_context=args.decoder_context,
                                  regression_context=args.regression_context, covariance_head=args.covariance_head,
-                                 cholesky_floor=args.cholesky_floor, **units,
+                                 cholesky_floor=args.cholesky_floor,
+                                 predictive_estimate=args.predictive_estimate, **units,
                                  **{field: getattr(args, field) for _, field, _, _ in _PRESET_OVERRIDES
                                     if getattr(args, field, None) is not None})
     fitted = training.train(Activa(config), data, num_steps=args.steps, seed=args.seed,

@@ -33,6 +33,7 @@ def check_finite_number(config, name: str) -> float:
 LR_SCHEDULES = ("constant", "warmup_cosine")
 #: The values of ``ActivaConfig.covariance_head``.
 COVARIANCE_HEADS = ("lowrank", "cholesky")
+PREDICTIVE_ESTIMATES = ("per_particle", "per_step")
 #: The values of ``ActivaConfig.matmul_dtype``.
 MATMUL_DTYPES = ("float32", "bfloat16")
 #: The values of ``ActivaConfig.attention``: how the attention layers of
@@ -119,6 +120,12 @@ class ActivaConfig(ConfigBase):
             only through the KL to the posterior; this term scores the predictive mixture
             itself, as the validation NLL and the energy distance do. Not in the paper;
             ``0`` (default) is Eq. 5 exactly.
+        predictive_estimate: with ``predictive_weight > 0``, how often a step estimates that
+            term: ``"per_particle"`` (default; the model's factor, computed in each of the
+            ``num_particles`` ELBO particles) or ``"per_step"`` (once per step, by
+            :class:`activa_ppl.elbo.SharedEmbeddingELBO`, the training default: the same
+            expectation at about a quarter of its cost with 4 particles, and more variance;
+            elsewhere, e.g. with a subsampling plate, it is per particle).
         covariance_head: ``"lowrank"`` (the paper's Σ = u uᵀ / r + εI) or ``"cholesky"``
             (Σ = L Lᵀ + εI with L lower triangular: a softplus diagonal floored at
             ``cholesky_floor`` and strictly-lower entries from pairwise products of the
@@ -165,6 +172,7 @@ class ActivaConfig(ConfigBase):
     decoder_context: bool = False
     regression_context: bool = False
     predictive_weight: float = 0.0
+    predictive_estimate: str = "per_particle"
     covariance_head: str = "lowrank"
     cholesky_floor: float = 0.05
     matmul_dtype: str = "float32"
@@ -175,7 +183,7 @@ class ActivaConfig(ConfigBase):
     #: them stay as before. (``attention``: older files were trained with ``"softmax"``, which
     #: computes the same function; they read as the faster default.)
     _IMPLIED = {"matmul_dtype": "float32", "attention": "deferred", "regression_context": False,
-                "predictive_weight": 0.0}
+                "predictive_weight": 0.0, "predictive_estimate": "per_particle"}
 
     def to_dict(self) -> dict[str, Any]:
         """The configuration as a JSON-serialisable dict (fields of ``_IMPLIED`` at their
@@ -232,6 +240,9 @@ class ActivaConfig(ConfigBase):
         if isinstance(weight, bool) or not isinstance(weight, (int, float)) \
                 or not math.isfinite(weight) or weight < 0:
             raise ValueError(f"ActivaConfig.predictive_weight must be a finite number ≥ 0, got {weight!r}")
+        if self.predictive_estimate not in PREDICTIVE_ESTIMATES:
+            raise ValueError(f"ActivaConfig.predictive_estimate must be one of {PREDICTIVE_ESTIMATES}, "
+                             f"got {self.predictive_estimate!r}")
 
     PRESETS = {
         "paper": {},

@@ -30,6 +30,7 @@ import numpyro.distributions as dist
 from numpyro.contrib.module import flax_module
 
 from activa_ppl.config import ActivaConfig
+from activa_ppl.elbo import SharedEmbeddingELBO
 from activa_ppl.handlers import beta_kl
 from activa_ppl.interventions import intervention_representation
 from activa_ppl.mixture import GaussianMixture
@@ -39,7 +40,7 @@ from activa_ppl.regression import NUM_REGRESSION_FEATURES, regression_features
 from activa_ppl.standardize import standardization_stats, to_data_units
 
 __all__ = ["Activa", "SharedEmbeddingELBO", "predictive_arrays", "predictive_mixture", "prior_distribution",
-           "decoded_distribution", "stratified_predictive"]
+           "decoded_distribution", "stratified_predictive", "log_predictive"]
 
 #: Names of the Flax modules, i.e. of the NumPyro ``param`` sites ``<name>$params``.
 MODULES = ("obs_embedding", "prior", "decoder", "int_embedding", "posterior")
@@ -109,6 +110,21 @@ def stratified_predictive(decode, prior_logits, prior_locs, variance: float, key
 
     d = locs.shape[-1]
     return flat(log_weights, ()), flat(locs, (d,)), flat(covariances, (d, d))
+
+
+def log_predictive(decode, prior_logits, prior_locs, variance: float, interventional, key):
+    """Σ_n log p̂(v_n | D_obs, do) of every task, p̂ from :func:`stratified_predictive`.
+
+    Args:
+        decode, prior_logits ``(T, C)``, prior_locs ``(T, C, d)``, variance, key: as for
+            :func:`stratified_predictive`.
+        interventional: ``(T, N, d)`` samples, in data units.
+
+    Returns:
+        ``(T,)``: the hybrid objective's term before its weight ``w``.
+    """
+    predictive = decoded_distribution(*stratified_predictive(decode, prior_logits, prior_locs, variance, key))
+    return predictive.log_prob(interventional).sum(-1)  # batch (T, 1) at (T, N, d) → (T, N) → (T,)
 
 
 def _as_device(observational, targets, intervention_index, interventional):
@@ -199,6 +215,10 @@ class Activa:
             site), and the plate indexes ``h_obs`` like the other arrays.
             :class:`SharedEmbeddingELBO` passes it, so that a step computes the embedding,
             which the prior and the posterior share, once instead of twice.
+        predictive: with ``config.predictive_weight > 0``, whether the model adds the hybrid
+            objective's factor (default True). :class:`SharedEmbeddingELBO` passes False when
+            ``config.predictive_estimate == "per_step"`` and adds the term itself, once per step.
+            The guide ignores it.
 
     The objective of Eq. 5 is :meth:`elbo` (``Trace_ELBO`` over the :class:`beta_kl`-scaled pair).
     """
@@ -226,7 +246,7 @@ class Activa:
 
     # -- the generative model p(V, z | D_obs, do) = p_γ(V | z) p_η(z | D_obs, do) ----------------
     def model(self, observational, targets, intervention_index, interventional=None, *,
-              subsample_size=None, num_samples=1, total_tasks=None, h_obs=None):
+              subsample_size=None, num_samples=1, total_tasks=None, h_obs=None, predictive=True):
         """p(V, z | D_obs, do) = p_γ(V | z) p_η(z | D_obs, do) for every task (Eq. 4).
 
         Sample sites: ``z`` (batch: tasks, event ``(d,)``) and ``interventional`` (batch: tasks,
@@ -234,8 +254,8 @@ class Activa:
         ``config.predictive_weight = w > 0`` and ``interventional`` given, also the factor
         ``predictive`` (batch: tasks): ``w · Σ_n log p̂(v_n | D_obs, do)``, the hybrid
         objective's prior-predictive term (:func:`stratified_predictive`; an observed site,
-        so :class:`~activa_ppl.handlers.beta_kl` leaves it alone). Arguments: see
-        :class:`Activa`.
+        so :class:`~activa_ppl.handlers.beta_kl` leaves it alone), unless ``predictive`` is
+        False. Arguments: see :class:`Activa`.
         """
         cfg = self.config
         observational, targets, intervention_index, interventional = _as_device(
@@ -266,21 +286,20 @@ class Activa:
             n = num_samples if v is None else v.shape[-2]
             likelihood = decoded_distribution(logits[:, None], locs[:, None], covariances[:, None])
             numpyro.sample("interventional", likelihood.expand((z.shape[0], n)).to_event(1), obs=v)
-            if v is not None and cfg.predictive_weight > 0:  # the hybrid objective's extra term
-                predictive = decoded_distribution(*stratified_predictive(
-                    decode, prior_logits, prior_locs, cfg.prior_variance, numpyro.prng_key()))
-                log_predictive = predictive.log_prob(v).sum(-1)  # batch (B, 1) at v (B, N, d) → (B,)
-                numpyro.factor("predictive", cfg.predictive_weight * log_predictive)
+            if v is not None and cfg.predictive_weight > 0 and predictive:  # the hybrid objective's term
+                log_p = log_predictive(decode, prior_logits, prior_locs, cfg.prior_variance, v,
+                                       numpyro.prng_key())  # (B,)
+                numpyro.factor("predictive", cfg.predictive_weight * log_p)
 
     # -- the encoder q_φ(z | D_int, D_obs, do), the guide ------------------------------------------
     def guide(self, observational, targets, intervention_index, interventional=None, *,
-              subsample_size=None, num_samples=1, total_tasks=None, h_obs=None):
+              subsample_size=None, num_samples=1, total_tasks=None, h_obs=None, predictive=True):
         """q_φ(z | D_int, D_obs, do) = N(μ_φ, 0.1·I) for every task: the encoder, as the guide.
 
         Sample site ``z`` (batch: tasks, event ``(d,)``). Arguments: see :class:`Activa`;
         ``interventional`` is required.
         """
-        del num_samples
+        del num_samples, predictive
         if interventional is None:
             raise ValueError("Activa.guide needs the interventional samples (the encoder's input)")
         cfg = self.config
@@ -343,6 +362,30 @@ class Activa:
         rep = _representation(cfg, targets, intervention_index, observational.shape[-2], channel)
         return self.apply(params, "obs_embedding", _z_scored(observational, stats), rep)
 
+    def log_predictive(self, params, observational, targets, intervention_index, interventional, key,
+                       h_obs=None):
+        """The hybrid objective's term Σ_n log p̂(v_n | D_obs, do) of every task, ``(T,)``.
+
+        What :meth:`model` adds as the ``predictive`` factor (before the weight ``w``), from
+        the SVI ``params``: ``(T, N_obs, d)``, ``(T, d)``, ``(T,)``, ``(T, N, d)`` and a PRNG key
+        for the stratified draws (:func:`log_predictive`). ``h_obs``: the observational
+        embedding if already computed (:meth:`observational_embedding`).
+        """
+        cfg = self.config
+        observational, targets, intervention_index, interventional = _as_device(
+            observational, targets, intervention_index, interventional)
+        if h_obs is None:
+            h_obs = self.observational_embedding(params, observational, targets, intervention_index)
+        stats, _ = _standardization(cfg, observational, targets, intervention_index)
+        prior_logits, prior_locs = self.apply(params, "prior", h_obs)
+        extra = _decoder_inputs(cfg, h_obs, observational, targets, intervention_index)
+
+        def decode(latents):  # (C, T, d) → data-unit components (C, T, K[, d[, d]])
+            logits, locs, covariances = self.apply(params, "decoder", latents, *extra)
+            return (logits, *_data_units(locs, covariances, stats))
+
+        return log_predictive(decode, prior_logits, prior_locs, cfg.prior_variance, interventional, key)
+
     # -- parameters ------------------------------------------------------------------------------
     def init_params(self, key, num_vars: int = 2, num_samples: int = 4) -> dict:
         """Fresh parameters ``{"<module>$params": ...}``, the layout of ``svi.get_params``.
@@ -369,39 +412,6 @@ class Activa:
     def apply(self, params, name: str, *args):
         """Apply Flax module ``name`` with the SVI params dict (keys ``<name>$params``)."""
         return self.modules[name].apply({"params": params[f"{name}$params"]}, *args)
-
-
-class SharedEmbeddingELBO(numpyro.infer.Trace_ELBO):
-    """``Trace_ELBO`` for :class:`Activa` that computes the observational embedding once.
-
-    The prior (in the model) and the posterior (in the guide) both condition on h′ =
-    ``obs_embedding(D_obs, do)``, the same network on the same inputs. This estimator computes
-    it once from the parameter map being differentiated (:meth:`Activa.observational_embedding`)
-    and passes it to both as ``h_obs``; the loss and its gradients are those of ``Trace_ELBO``
-    (to float tolerance: the encoder's two cotangents are summed before its backward pass
-    instead of after), at about one encoder pass fewer per step. The model and guide stay a
-    plain NumPyro pair: ``svi.init`` runs them without ``h_obs`` and so registers every
-    ``param`` site, and the parameter tree is unchanged.
-
-    It shares only when the positional arguments are the tasks of the step, i.e. without a
-    ``subsample_size`` (the plate would otherwise pick a minibatch after the embedding of all
-    tasks); otherwise, or when ``h_obs`` is passed already, it is ``Trace_ELBO`` unchanged.
-
-    Args:
-        activa: the model whose ``obs_embedding`` is shared.
-        num_particles: as for ``Trace_ELBO``.
-    """
-
-    def __init__(self, activa: Activa, num_particles: int = 1, **kwargs):
-        super().__init__(num_particles=num_particles, **kwargs)
-        self.activa = activa
-
-    def loss_with_mutable_state(self, rng_key, param_map, model, guide, *args, **kwargs):
-        """``Trace_ELBO``'s, with ``h_obs`` computed from ``param_map`` once and passed to both."""
-        if (len(args) >= 3 and kwargs.get("subsample_size") is None and kwargs.get("h_obs") is None
-                and "obs_embedding$params" in param_map):
-            kwargs = {**kwargs, "h_obs": self.activa.observational_embedding(param_map, *args[:3])}
-        return super().loss_with_mutable_state(rng_key, param_map, model, guide, *args, **kwargs)
 
 
 def predictive_arrays(activa: Activa, params, key, observational, targets, intervention_index,

@@ -234,7 +234,7 @@ def svi_chunks(activa: Activa, config: TrainConfig, num_tasks: int, *,
     ``svi.update`` with ``total_tasks`` scaling, so all ``num_particles`` latent draws of a
     step share one minibatch.
 
-    ``shared_embedding`` (default): the loss is :class:`activa_ppl.model.SharedEmbeddingELBO`,
+    ``shared_embedding`` (default): the loss is :class:`activa_ppl.elbo.SharedEmbeddingELBO`,
     which computes the observational embedding once per step for the prior and the posterior
     (the same loss and gradients as ``Trace_ELBO`` to float tolerance, one encoder pass fewer;
     tested in ``tests/test_shared_embedding.py``). ``False``: plain ``Trace_ELBO``, the path

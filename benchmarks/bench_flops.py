@@ -7,7 +7,7 @@ For each preset and shape it compiles, on one minibatch of ``--batch-size`` task
 * ``step``: one ``svi.update`` of the library's training step (``total_tasks`` scaling, the
   preset's ``num_particles``), with the observational embedding computed in model and guide
   (``shared_embedding=False``, the path before issue 17) and once, shared
-  (:class:`activa_ppl.model.SharedEmbeddingELBO`, the default of ``svi_chunks``);
+  (:class:`activa_ppl.elbo.SharedEmbeddingELBO`, the default of ``svi_chunks``);
 * ``parts``: each network's forward pass plus its backward pass (a VJP with respect to its
   parameters and its floating inputs), at the shapes it sees in a step: the two dataset
   embeddings and the prior and posterior heads on the minibatch, the decoder on

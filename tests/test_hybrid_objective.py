@@ -206,3 +206,73 @@ def test_config_files_without_the_term_are_unchanged():
     config = ap.ActivaConfig(predictive_weight=0.5)
     assert config.to_dict()["predictive_weight"] == 0.5
     assert ap.ActivaConfig.from_dict(config.to_dict()) == config
+
+
+def test_log_predictive_method_is_the_models_factor(rng):
+    """:meth:`Activa.log_predictive` from the params computes what the model's ``predictive``
+    factor adds (before w), given the key the model consumed for it."""
+    activa = Activa(_config(0.7))
+    params = _params(activa)
+    obs, targets, index, v = _tasks(rng)
+    factor = np.asarray(_factor(activa.config, params, 3, obs, targets, index, v))
+    key = numpyro.handlers.seed(lambda: (numpyro.prng_key(), numpyro.prng_key()), 3)()[1]
+    direct = np.asarray(jax.jit(activa.log_predictive)(params, obs, targets, index, v, key))
+    np.testing.assert_allclose(0.7 * direct, factor, rtol=1e-5, atol=1e-4)
+
+
+def test_per_step_estimate_adds_the_term_once(rng):
+    """``predictive_estimate="per_step"``: SharedEmbeddingELBO's loss is the ELBO without the
+    factor (the model called with ``predictive=False`` has no such site) at the first half of
+    the split key, minus w · (total_tasks / T) · Σ_t log p̂_t at the second, to float tolerance,
+    and its gradient reaches the prior."""
+    obs, targets, index, v = _tasks(rng)
+    weight, num_particles = 0.5, 3
+    per_step = Activa(_config(weight, predictive_estimate="per_step", num_particles=num_particles))
+    plain = Activa(_config(0.0, num_particles=num_particles))
+    params = _params(per_step, key=4)
+    assert "predictive" not in _trace(per_step, params, 0, obs, targets, index, v, predictive=False)
+    assert "predictive" in _trace(per_step, params, 0, obs, targets, index, v)
+
+    def loss(activa, p, key):
+        model, guide = activa.scaled()
+        return activa.elbo(shared_embedding=True).loss(key, p, model, guide, obs, targets, index, v,
+                                                       total_tasks=40)
+
+    key = jax.random.PRNGKey(11)
+    elbo_key, term_key = jax.random.split(key)
+    got = float(jax.jit(functools.partial(loss, per_step))(params, key))
+    term = float(jnp.sum(per_step.log_predictive(params, obs, targets, index, v, term_key)))
+    expected = float(jax.jit(functools.partial(loss, plain))(params, elbo_key)) - weight * (40 / T) * term
+    assert got == pytest.approx(expected, rel=1e-5)
+    assert term < 0
+    grads = jax.jit(jax.grad(functools.partial(loss, per_step)))(params, key)
+    assert sum(float(jnp.sum(g ** 2)) for g in jax.tree_util.tree_leaves(grads["prior$params"])) > 0
+
+
+def test_per_step_estimate_agrees_with_per_particle_in_expectation(rng):
+    """Over keys, the per-step and the per-particle losses have the same mean (they estimate
+    one objective), and the per-step loss varies more (one stratified draw instead of several)."""
+    obs, targets, index, v = _tasks(rng)
+    configs = {name: _config(1.0, predictive_estimate=name, num_particles=4)
+               for name in ("per_particle", "per_step")}
+    params = _params(Activa(configs["per_step"]), key=5)
+
+    def losses(config):
+        activa = Activa(config)
+        model, guide = activa.scaled()
+        elbo = activa.elbo(shared_embedding=True)
+        fn = jax.jit(jax.vmap(lambda k: elbo.loss(k, params, model, guide, obs, targets, index, v)))
+        return np.asarray(fn(jax.random.split(jax.random.PRNGKey(0), 400)), np.float64)
+
+    a, b = losses(configs["per_particle"]), losses(configs["per_step"])
+    se = math.sqrt(a.var() / len(a) + b.var() / len(b))
+    assert abs(a.mean() - b.mean()) < 4 * se, (a.mean(), b.mean(), se)
+    assert b.std() > a.std()
+
+
+def test_config_rejects_unknown_estimates_and_files_omit_the_default():
+    with pytest.raises(ValueError, match="predictive_estimate"):
+        ap.ActivaConfig(predictive_estimate="per_task")
+    assert "predictive_estimate" not in ap.ActivaConfig(predictive_weight=1.0).to_dict()
+    config = ap.ActivaConfig(predictive_weight=1.0, predictive_estimate="per_step")
+    assert ap.ActivaConfig.from_dict(config.to_dict()) == config
