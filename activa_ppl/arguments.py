@@ -52,6 +52,8 @@ _PRESET_OVERRIDES = (
      "attention blocks of the decoder (paper: 4, small preset: 2)"),
     ("--predictive-weight", "predictive_weight", float,
      "weight of the hybrid objective's prior-predictive term (paper: 0, the ELBO alone)"),
+    ("--energy-weight", "energy_weight", float,
+     "weight of the prior-predictive energy-score term (paper: 0, not used)"),
 )
 
 

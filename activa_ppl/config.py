@@ -116,7 +116,7 @@ class ActivaConfig(ConfigBase):
             representation using deep conditional generative models"): the model gains the
             factor ``w · Σ_n log p̂(v_n | D_obs, do)``, where p̂ is the prior-predictive mixture
             that prediction uses, estimated with one latent draw from each prior component
-            (:func:`activa_ppl.model.stratified_predictive`). The ELBO alone trains the prior
+            (:func:`activa_ppl.distributions.stratified_predictive`). The ELBO alone trains the prior
             only through the KL to the posterior; this term scores the predictive mixture
             itself, as the validation NLL and the energy distance do. Not in the paper;
             ``0`` (default) is Eq. 5 exactly.
@@ -126,6 +126,14 @@ class ActivaConfig(ConfigBase):
             :class:`activa_ppl.elbo.SharedEmbeddingELBO`, the training default: the same
             expectation at about a quarter of its cost with 4 particles, and more variance;
             elsewhere, e.g. with a subsampling plate, it is per particle).
+        energy_weight: ``λ ≥ 0``, the weight of an energy-score term: the model gains the factor
+            ``−λ · N · ES(p̂, D_int)``, where ES is the energy score of the same stratified
+            prior-predictive mixture p̂ against the task's N interventional samples
+            (:func:`activa_ppl.mixture_math.mixture_energy_score`, in the networks' units:
+            z-scores under ``standardize``). The energy distance that Table 1 reports is a
+            proper scoring rule's divergence, and the likelihood terms do not target it (the
+            NLL rewards covering tails that the energy distance charges for). Computed in every
+            ELBO particle. Not in the paper; ``0`` (default): not used.
         covariance_head: ``"lowrank"`` (the paper's Σ = u uᵀ / r + εI) or ``"cholesky"``
             (Σ = L Lᵀ + εI with L lower triangular: a softplus diagonal floored at
             ``cholesky_floor`` and strictly-lower entries from pairwise products of the
@@ -173,6 +181,7 @@ class ActivaConfig(ConfigBase):
     regression_context: bool = False
     predictive_weight: float = 0.0
     predictive_estimate: str = "per_particle"
+    energy_weight: float = 0.0
     covariance_head: str = "lowrank"
     cholesky_floor: float = 0.05
     matmul_dtype: str = "float32"
@@ -183,7 +192,8 @@ class ActivaConfig(ConfigBase):
     #: them stay as before. (``attention``: older files were trained with ``"softmax"``, which
     #: computes the same function; they read as the faster default.)
     _IMPLIED = {"matmul_dtype": "float32", "attention": "deferred", "regression_context": False,
-                "predictive_weight": 0.0, "predictive_estimate": "per_particle"}
+                "predictive_weight": 0.0, "predictive_estimate": "per_particle",
+                "energy_weight": 0.0}
 
     def to_dict(self) -> dict[str, Any]:
         """The configuration as a JSON-serialisable dict (fields of ``_IMPLIED`` at their
@@ -236,10 +246,11 @@ class ActivaConfig(ConfigBase):
             if isinstance(value, bool) or not isinstance(value, (int, float)) \
                     or not math.isfinite(value) or value <= 0:
                 raise ValueError(f"ActivaConfig.{name} must be a positive finite number, got {value!r}")
-        weight = self.predictive_weight
-        if isinstance(weight, bool) or not isinstance(weight, (int, float)) \
-                or not math.isfinite(weight) or weight < 0:
-            raise ValueError(f"ActivaConfig.predictive_weight must be a finite number ≥ 0, got {weight!r}")
+        for name in ("predictive_weight", "energy_weight"):
+            weight = getattr(self, name)
+            if isinstance(weight, bool) or not isinstance(weight, (int, float)) \
+                    or not math.isfinite(weight) or weight < 0:
+                raise ValueError(f"ActivaConfig.{name} must be a finite number ≥ 0, got {weight!r}")
         if self.predictive_estimate not in PREDICTIVE_ESTIMATES:
             raise ValueError(f"ActivaConfig.predictive_estimate must be one of {PREDICTIVE_ESTIMATES}, "
                              f"got {self.predictive_estimate!r}")

@@ -30,101 +30,20 @@ import numpyro.distributions as dist
 from numpyro.contrib.module import flax_module
 
 from activa_ppl.config import ActivaConfig
+from activa_ppl.distributions import (  # noqa: F401  (stratified_predictive: importable from here, as before)
+    decoded_distribution, log_predictive, predictive_energy_score, prior_distribution, stratified_predictive)
 from activa_ppl.elbo import SharedEmbeddingELBO
 from activa_ppl.handlers import beta_kl
 from activa_ppl.interventions import intervention_representation
 from activa_ppl.mixture import GaussianMixture
-from activa_ppl.mixture_math import cholesky, solve_lower
 from activa_ppl.networks import DatasetEmbedding, Decoder, PosteriorHead, PriorHead
 from activa_ppl.regression import NUM_REGRESSION_FEATURES, regression_features
 from activa_ppl.standardize import standardization_stats, to_data_units
 
-__all__ = ["Activa", "SharedEmbeddingELBO", "predictive_arrays", "predictive_mixture", "prior_distribution",
-           "decoded_distribution", "stratified_predictive", "log_predictive"]
+__all__ = ["Activa", "SharedEmbeddingELBO", "predictive_arrays", "predictive_mixture"]
 
 #: Names of the Flax modules, i.e. of the NumPyro ``param`` sites ``<name>$params``.
 MODULES = ("obs_embedding", "prior", "decoder", "int_embedding", "posterior")
-
-
-def prior_distribution(logits, locs, variance: float) -> dist.Distribution:
-    """p_η(z | D_obs, do): ``logits (..., C)``, ``locs (..., C, d)`` → batch ``(...)``, event ``(d,)``."""
-    components = dist.Normal(locs, math.sqrt(variance)).to_event(1)
-    return dist.MixtureSameFamily(dist.Categorical(logits=logits), components)
-
-
-class _MultivariateNormal(dist.MultivariateNormal):
-    """NumPyro's ``MultivariateNormal`` whose ``log_prob`` solves with the scale factor by
-    :func:`activa_ppl.mixture_math.solve_lower` (elementwise forward substitution for d ≤ 16)
-    instead of a batched LAPACK ``trsm``, which can deadlock XLA's CPU thread pool (it hung a
-    training run; :func:`activa_ppl.mixture_math.cholesky` explains how). The same density,
-    to float tolerance."""
-
-    def log_prob(self, value):
-        """``log N(value | loc, scale_tril scale_trilᵀ)``, batch ``broadcast(value, batch)``."""
-        d = self.event_shape[-1]
-        diff = jnp.asarray(value) - self.loc  # (..., d)
-        z = solve_lower(self.scale_tril, diff[..., None])[..., 0]
-        half_logdet = jnp.sum(jnp.log(jnp.diagonal(self.scale_tril, axis1=-2, axis2=-1)), axis=-1)
-        return -0.5 * (d * math.log(2 * math.pi) + jnp.sum(z * z, axis=-1)) - half_logdet
-
-
-def decoded_distribution(logits, locs, covariances) -> dist.Distribution:
-    """p_γ(V | z): ``logits (..., B)``, ``locs (..., B, d)``, ``covariances (..., B, d, d)``.
-
-    The components' Cholesky factors and log densities are written out in elementwise ops for
-    d ≤ 16 (:func:`activa_ppl.mixture_math.cholesky`, :class:`_MultivariateNormal`): no LAPACK
-    custom call in the training loss."""
-    components = _MultivariateNormal(locs, scale_tril=cholesky(covariances))
-    return dist.MixtureSameFamily(dist.Categorical(logits=logits), components)
-
-
-def stratified_predictive(decode, prior_logits, prior_locs, variance: float, key):
-    """The prior-predictive mixture with one latent draw from each prior component.
-
-    p̂(V | D_obs, do) = Σ_c π_c p_γ(V | z_c), z_c ~ N(μ_c, variance·I): an unbiased estimate of
-    Σ_c π_c E[p_γ(V | z) | component c] = p_θ(V | D_obs, do), stratified over the prior's C
-    components, so that it is differentiable in the prior's weights π and locations μ (the
-    draws are reparameterised). Its log is, in expectation, a lower bound on log p_θ (Jensen),
-    tight as the decoded densities vary less between draws of one component.
-
-    Args:
-        decode: ``z (C, ..., d) → (logits (C, ..., K), locs (C, ..., K, d), covariances
-            (C, ..., K, d, d))``, the decoder in data units.
-        prior_logits: ``(..., C)``; prior_locs ``(..., C, d)``: the prior p_η(z | D_obs, do).
-        variance: the prior components' variance per coordinate.
-        key: PRNG key of the C draws.
-
-    Returns:
-        ``(logits (..., 1, C·K), locs (..., 1, C·K, d), covariances (..., 1, C·K, d, d))``,
-        arguments of :func:`decoded_distribution`; the singleton axis broadcasts over samples.
-    """
-    eps = jax.random.normal(key, prior_locs.shape, prior_locs.dtype)
-    z = jnp.moveaxis(prior_locs + math.sqrt(variance) * eps, -2, 0)  # (C, ..., d)
-    logits, locs, covariances = decode(z)  # (C, ..., K[, d[, d]])
-    log_weights = (jnp.moveaxis(jax.nn.log_softmax(prior_logits, axis=-1), -1, 0)[..., None]
-                   + jax.nn.log_softmax(logits, axis=-1))  # (C, ..., K)
-
-    def flat(a, tail):  # (C, ..., K, *tail) → (..., 1, C·K, *tail)
-        a = jnp.moveaxis(a, 0, -1 - len(tail) - 1)  # (..., C, K, *tail)
-        return a.reshape(*a.shape[:-len(tail) - 2], 1, -1, *tail)
-
-    d = locs.shape[-1]
-    return flat(log_weights, ()), flat(locs, (d,)), flat(covariances, (d, d))
-
-
-def log_predictive(decode, prior_logits, prior_locs, variance: float, interventional, key):
-    """Σ_n log p̂(v_n | D_obs, do) of every task, p̂ from :func:`stratified_predictive`.
-
-    Args:
-        decode, prior_logits ``(T, C)``, prior_locs ``(T, C, d)``, variance, key: as for
-            :func:`stratified_predictive`.
-        interventional: ``(T, N, d)`` samples, in data units.
-
-    Returns:
-        ``(T,)``: the hybrid objective's term before its weight ``w``.
-    """
-    predictive = decoded_distribution(*stratified_predictive(decode, prior_logits, prior_locs, variance, key))
-    return predictive.log_prob(interventional).sum(-1)  # batch (T, 1) at (T, N, d) → (T, N) → (T,)
 
 
 def _as_device(observational, targets, intervention_index, interventional):
@@ -253,7 +172,7 @@ class Activa:
         event ``(N_int, d)``; observed when ``interventional`` is given). With
         ``config.predictive_weight = w > 0`` and ``interventional`` given, also the factor
         ``predictive`` (batch: tasks): ``w · Σ_n log p̂(v_n | D_obs, do)``, the hybrid
-        objective's prior-predictive term (:func:`stratified_predictive`; an observed site,
+        objective's prior-predictive term (:func:`~activa_ppl.distributions.stratified_predictive`; an observed site,
         so :class:`~activa_ppl.handlers.beta_kl` leaves it alone), unless ``predictive`` is
         False. Arguments: see :class:`Activa`.
         """
@@ -290,6 +209,10 @@ class Activa:
                 log_p = log_predictive(decode, prior_logits, prior_locs, cfg.prior_variance, v,
                                        numpyro.prng_key())  # (B,)
                 numpyro.factor("predictive", cfg.predictive_weight * log_p)
+            if v is not None and cfg.energy_weight > 0:  # the energy-score term
+                score = predictive_energy_score(decode, prior_logits, prior_locs, cfg.prior_variance, v,
+                                                numpyro.prng_key(), stats)  # (B,)
+                numpyro.factor("energy", -cfg.energy_weight * score)
 
     # -- the encoder q_φ(z | D_int, D_obs, do), the guide ------------------------------------------
     def guide(self, observational, targets, intervention_index, interventional=None, *,

@@ -98,6 +98,11 @@ VARIANTS: dict[str, tuple[dict, dict]] = {
     # (ActivaConfig.predictive_estimate; the same objective, more variance, cheaper steps).
     "recipe-pred1-step": ({"ActivaConfig": "recommended", "predictive_weight": 1.0,
                            "predictive_estimate": "per_step"}, {"TrainConfig": "recommended"}),
+    # Round 7 (2026-12-02): the recipe plus λ times the energy score of the prior-predictive
+    # mixture against the task's samples (ActivaConfig.energy_weight), the scoring rule whose
+    # divergence Table 1's energy distance is.
+    "recipe-es1": ({"ActivaConfig": "recommended", "energy_weight": 1.0}, {"TrainConfig": "recommended"}),
+    "recipe-es10": ({"ActivaConfig": "recommended", "energy_weight": 10.0}, {"TrainConfig": "recommended"}),
     "mace-tnp": ({}, {}),
 }
 

@@ -1,5 +1,5 @@
 """``ActivaConfig(predictive_weight=w)``: the hybrid objective, the ELBO plus ``w`` times the
-prior-predictive log-likelihood of each task's samples (:func:`activa_ppl.model.stratified_predictive`).
+prior-predictive log-likelihood of each task's samples (:func:`activa_ppl.distributions.stratified_predictive`).
 
 The factor must be the log density of the stratified mixture, computed independently here; the
 stratified estimate must agree with the mixture that prediction samples
