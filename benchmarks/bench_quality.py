@@ -103,6 +103,8 @@ VARIANTS: dict[str, tuple[dict, dict]] = {
     # divergence Table 1's energy distance is.
     "recipe-es1": ({"ActivaConfig": "recommended", "energy_weight": 1.0}, {"TrainConfig": "recommended"}),
     "recipe-es10": ({"ActivaConfig": "recommended", "energy_weight": 10.0}, {"TrainConfig": "recommended"}),
+    "recipe-es30": ({"ActivaConfig": "recommended", "energy_weight": 30.0}, {"TrainConfig": "recommended"}),
+    "recipe-es100": ({"ActivaConfig": "recommended", "energy_weight": 100.0}, {"TrainConfig": "recommended"}),
     "mace-tnp": ({}, {}),
 }
 
