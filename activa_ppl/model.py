@@ -174,7 +174,10 @@ class Activa:
         ``predictive`` (batch: tasks): ``w · Σ_n log p̂(v_n | D_obs, do)``, the hybrid
         objective's prior-predictive term (:func:`~activa_ppl.distributions.stratified_predictive`; an observed site,
         so :class:`~activa_ppl.handlers.beta_kl` leaves it alone), unless ``predictive`` is
-        False. Arguments: see :class:`Activa`.
+        False. With ``config.energy_weight = λ > 0`` and ``interventional`` given, also the
+        factor ``energy`` (batch: tasks): ``−λ · N · ES(p̂, D_int)``, the energy score of the
+        same stratified mixture (:func:`~activa_ppl.distributions.predictive_energy_score`).
+        Arguments: see :class:`Activa`.
         """
         cfg = self.config
         observational, targets, intervention_index, interventional = _as_device(
