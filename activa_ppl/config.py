@@ -120,9 +120,10 @@ class ActivaConfig(ConfigBase):
             only through the KL to the posterior; this term scores the predictive mixture
             itself, as the validation NLL and the energy distance do. Not in the paper;
             ``0`` (default) is Eq. 5 exactly.
-        predictive_estimate: with ``predictive_weight > 0``, how often a step estimates that
-            term: ``"per_particle"`` (default; the model's factor, computed in each of the
-            ``num_particles`` ELBO particles) or ``"per_step"`` (once per step, by
+        predictive_estimate: with ``predictive_weight > 0`` or ``energy_weight > 0``, how
+            often a step estimates those terms: ``"per_particle"`` (default; the model's
+            factors, computed in each of the ``num_particles`` ELBO particles) or
+            ``"per_step"`` (once per step, by
             :class:`activa_ppl.elbo.SharedEmbeddingELBO`, the training default: the same
             expectation at about a quarter of its cost with 4 particles, and more variance;
             elsewhere, e.g. with a subsampling plate, it is per particle).
@@ -132,8 +133,8 @@ class ActivaConfig(ConfigBase):
             (:func:`activa_ppl.mixture_math.mixture_energy_score`, in the networks' units:
             z-scores under ``standardize``). The energy distance that Table 1 reports is a
             proper scoring rule's divergence, and the likelihood terms do not target it (the
-            NLL rewards covering tails that the energy distance charges for). Computed in every
-            ELBO particle. Not in the paper; ``0`` (default): not used.
+            NLL rewards covering tails that the energy distance charges for). Estimated as
+            ``predictive_estimate`` says. Not in the paper; ``0`` (default): not used.
         covariance_head: ``"lowrank"`` (the paper's Σ = u uᵀ / r + εI) or ``"cholesky"``
             (Σ = L Lᵀ + εI with L lower triangular: a softplus diagonal floored at
             ``cholesky_floor`` and strictly-lower entries from pairwise products of the

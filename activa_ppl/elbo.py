@@ -1,5 +1,5 @@
 """The training estimator of ACTIVA's objective: ``Trace_ELBO`` with the observational
-embedding shared by the model and the guide (and, optionally, the hybrid objective's term
+embedding shared by the model and the guide (and, optionally, the prior-predictive terms
 estimated once per step). :meth:`activa_ppl.model.Activa.elbo` builds it; :func:`activa_ppl.train`
 uses it by default."""
 
@@ -24,12 +24,14 @@ class SharedEmbeddingELBO(numpyro.infer.Trace_ELBO):
     plain NumPyro pair: ``svi.init`` runs them without ``h_obs`` and so registers every
     ``param`` site, and the parameter tree is unchanged.
 
-    With ``config.predictive_weight > 0`` and ``config.predictive_estimate == "per_step"`` it
-    also computes the hybrid objective's term (:meth:`~activa_ppl.model.Activa.log_predictive`) once per step,
-    from the same h′, and subtracts ``w · Σ_tasks`` of it from the loss (scaled by
-    ``total_tasks / T`` like the model's plate), while the model, called with
-    ``predictive=False``, leaves its factor out: an estimate of the same objective as the
-    model's per-particle factor, with one stratified draw per step instead of one per ELBO
+    With ``config.predictive_estimate == "per_step"`` it also computes the prior-predictive
+    terms once per step, from the same h′: with ``config.predictive_weight > 0`` it subtracts
+    ``w · Σ_tasks`` of the hybrid term (:meth:`~activa_ppl.model.Activa.log_predictive`), with
+    ``config.energy_weight > 0`` it adds ``λ · Σ_tasks`` of the energy term
+    (:meth:`~activa_ppl.model.Activa.energy_score`, drawn with ``fold_in(key, 1)``), each
+    scaled by ``total_tasks / T`` like the model's plate, while the model, called with
+    ``predictive=False``, leaves its factors out: an estimate of the same objective as the
+    model's per-particle factors, with one stratified draw per step instead of one per ELBO
     particle.
 
     It shares only when the positional arguments are the tasks of the step, i.e. without a
@@ -55,15 +57,22 @@ class SharedEmbeddingELBO(numpyro.infer.Trace_ELBO):
         kwargs = {**kwargs, "h_obs": h_obs}
         cfg = self.activa.config
         interventional = args[3] if len(args) >= 4 else kwargs.get("interventional")
-        if not (cfg.predictive_weight > 0 and cfg.predictive_estimate == "per_step"
+        if not ((cfg.predictive_weight > 0 or cfg.energy_weight > 0) and cfg.predictive_estimate == "per_step"
                 and interventional is not None and kwargs.get("predictive", True)):
             return super().loss_with_mutable_state(rng_key, param_map, model, guide, *args, **kwargs)
-        # The term does not depend on the particle's latent: one stratified estimate per step
+        # The terms do not depend on the particle's latent: one stratified estimate per step
         # (the same expectation as one per particle, at 1/num_particles of its decoder passes).
         rng_key, key = jax.random.split(rng_key)
-        log_p = self.activa.log_predictive(param_map, *args[:3], interventional, key, h_obs=h_obs)  # (T,)
+        term = 0.0  # what the model's factors would add: w · Σ log p̂ − λ · Σ N · ES
+        if cfg.predictive_weight > 0:
+            log_p = self.activa.log_predictive(param_map, *args[:3], interventional, key, h_obs=h_obs)  # (T,)
+            term = term + cfg.predictive_weight * jnp.sum(log_p)
+        if cfg.energy_weight > 0:
+            score = self.activa.energy_score(param_map, *args[:3], interventional, jax.random.fold_in(key, 1),
+                                             h_obs=h_obs)  # (T,)
+            term = term - cfg.energy_weight * jnp.sum(score)
         total = kwargs.get("total_tasks")
-        scale = 1.0 if total is None else total / log_p.shape[0]  # as the model's plate scales it
+        scale = 1.0 if total is None else total / interventional.shape[0]  # as the model's plate scales it
         out = super().loss_with_mutable_state(rng_key, param_map, model, guide, *args,
                                               **{**kwargs, "predictive": False})
-        return {**out, "loss": out["loss"] - cfg.predictive_weight * scale * jnp.sum(log_p)}
+        return {**out, "loss": out["loss"] - scale * term}

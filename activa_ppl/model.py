@@ -134,10 +134,11 @@ class Activa:
             site), and the plate indexes ``h_obs`` like the other arrays.
             :class:`SharedEmbeddingELBO` passes it, so that a step computes the embedding,
             which the prior and the posterior share, once instead of twice.
-        predictive: with ``config.predictive_weight > 0``, whether the model adds the hybrid
-            objective's factor (default True). :class:`SharedEmbeddingELBO` passes False when
-            ``config.predictive_estimate == "per_step"`` and adds the term itself, once per step.
-            The guide ignores it.
+        predictive: with ``config.predictive_weight > 0`` or ``config.energy_weight > 0``,
+            whether the model adds the prior-predictive factors (the hybrid term, the energy
+            term; default True). :class:`SharedEmbeddingELBO` passes False when
+            ``config.predictive_estimate == "per_step"`` and adds the terms itself, once per
+            step. The guide ignores it.
 
     The objective of Eq. 5 is :meth:`elbo` (``Trace_ELBO`` over the :class:`beta_kl`-scaled pair).
     """
@@ -176,7 +177,8 @@ class Activa:
         so :class:`~activa_ppl.handlers.beta_kl` leaves it alone), unless ``predictive`` is
         False. With ``config.energy_weight = λ > 0`` and ``interventional`` given, also the
         factor ``energy`` (batch: tasks): ``−λ · N · ES(p̂, D_int)``, the energy score of the
-        same stratified mixture (:func:`~activa_ppl.distributions.predictive_energy_score`).
+        same stratified mixture (:func:`~activa_ppl.distributions.predictive_energy_score`),
+        unless ``predictive`` is False.
         Arguments: see :class:`Activa`.
         """
         cfg = self.config
@@ -212,7 +214,7 @@ class Activa:
                 log_p = log_predictive(decode, prior_logits, prior_locs, cfg.prior_variance, v,
                                        numpyro.prng_key())  # (B,)
                 numpyro.factor("predictive", cfg.predictive_weight * log_p)
-            if v is not None and cfg.energy_weight > 0:  # the energy-score term
+            if v is not None and cfg.energy_weight > 0 and predictive:  # the energy-score term
                 score = predictive_energy_score(decode, prior_logits, prior_locs, cfg.prior_variance, v,
                                                 numpyro.prng_key(), stats)  # (B,)
                 numpyro.factor("energy", -cfg.energy_weight * score)
@@ -288,29 +290,50 @@ class Activa:
         rep = _representation(cfg, targets, intervention_index, observational.shape[-2], channel)
         return self.apply(params, "obs_embedding", _z_scored(observational, stats), rep)
 
-    def log_predictive(self, params, observational, targets, intervention_index, interventional, key,
-                       h_obs=None):
-        """The hybrid objective's term Σ_n log p̂(v_n | D_obs, do) of every task, ``(T,)``.
-
-        What :meth:`model` adds as the ``predictive`` factor (before the weight ``w``), from
-        the SVI ``params``: ``(T, N_obs, d)``, ``(T, d)``, ``(T,)``, ``(T, N, d)`` and a PRNG key
-        for the stratified draws (:func:`log_predictive`). ``h_obs``: the observational
-        embedding if already computed (:meth:`observational_embedding`).
-        """
+    def _prior_predictive(self, params, observational, targets, intervention_index, h_obs=None):
+        """``(stats, prior_logits (T, C), prior_locs (T, C, d), decode)`` from the SVI ``params``,
+        the inputs of the prior-predictive terms; ``decode`` maps ``(C, T, d)`` latents to
+        data-unit components ``(C, T, K[, d[, d]])``."""
         cfg = self.config
-        observational, targets, intervention_index, interventional = _as_device(
-            observational, targets, intervention_index, interventional)
         if h_obs is None:
             h_obs = self.observational_embedding(params, observational, targets, intervention_index)
         stats, _ = _standardization(cfg, observational, targets, intervention_index)
         prior_logits, prior_locs = self.apply(params, "prior", h_obs)
         extra = _decoder_inputs(cfg, h_obs, observational, targets, intervention_index)
 
-        def decode(latents):  # (C, T, d) → data-unit components (C, T, K[, d[, d]])
+        def decode(latents):
             logits, locs, covariances = self.apply(params, "decoder", latents, *extra)
             return (logits, *_data_units(locs, covariances, stats))
 
-        return log_predictive(decode, prior_logits, prior_locs, cfg.prior_variance, interventional, key)
+        return stats, prior_logits, prior_locs, decode
+
+    def log_predictive(self, params, observational, targets, intervention_index, interventional, key,
+                       h_obs=None):
+        """The hybrid objective's term Σ_n log p̂(v_n | D_obs, do) of every task, ``(T,)``.
+
+        What :meth:`model` adds as the ``predictive`` factor (before the weight ``w``), from
+        the SVI ``params``: ``(T, N_obs, d)``, ``(T, d)``, ``(T,)``, ``(T, N, d)`` and a PRNG key
+        for the stratified draws (:func:`~activa_ppl.distributions.log_predictive`). ``h_obs``:
+        the observational embedding if already computed (:meth:`observational_embedding`).
+        """
+        observational, targets, intervention_index, interventional = _as_device(
+            observational, targets, intervention_index, interventional)
+        _, prior_logits, prior_locs, decode = self._prior_predictive(
+            params, observational, targets, intervention_index, h_obs)
+        return log_predictive(decode, prior_logits, prior_locs, self.config.prior_variance, interventional, key)
+
+    def energy_score(self, params, observational, targets, intervention_index, interventional, key,
+                     h_obs=None):
+        """The energy-score term N · ES(p̂, D_int) of every task, ``(T,)``: what :meth:`model`
+        adds as the ``energy`` factor (before the weight ``−λ``), from the SVI ``params``;
+        arguments as for :meth:`log_predictive`
+        (:func:`~activa_ppl.distributions.predictive_energy_score`)."""
+        observational, targets, intervention_index, interventional = _as_device(
+            observational, targets, intervention_index, interventional)
+        stats, prior_logits, prior_locs, decode = self._prior_predictive(
+            params, observational, targets, intervention_index, h_obs)
+        return predictive_energy_score(decode, prior_logits, prior_locs, self.config.prior_variance,
+                                       interventional, key, stats)
 
     # -- parameters ------------------------------------------------------------------------------
     def init_params(self, key, num_vars: int = 2, num_samples: int = 4) -> dict:

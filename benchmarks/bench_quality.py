@@ -105,6 +105,9 @@ VARIANTS: dict[str, tuple[dict, dict]] = {
     "recipe-es10": ({"ActivaConfig": "recommended", "energy_weight": 10.0}, {"TrainConfig": "recommended"}),
     "recipe-es30": ({"ActivaConfig": "recommended", "energy_weight": 30.0}, {"TrainConfig": "recommended"}),
     "recipe-es100": ({"ActivaConfig": "recommended", "energy_weight": 100.0}, {"TrainConfig": "recommended"}),
+    # ... with the term estimated once per step instead of in each ELBO particle.
+    "recipe-es10-step": ({"ActivaConfig": "recommended", "energy_weight": 10.0, "predictive_estimate": "per_step"},
+                         {"TrainConfig": "recommended"}),
     "mace-tnp": ({}, {}),
 }
 

@@ -24,7 +24,8 @@ from scipy.stats import norm
 import activa_ppl as ap
 from activa_ppl.mixture_math import cholesky, mixture_energy_score
 from activa_ppl.model import Activa, _standardization, stratified_predictive
-from tests.test_hybrid_objective import N_INT, T, _params, _tasks, _trace  # the tiny standardized tasks
+from tests.test_hybrid_objective import (  # the tiny standardized tasks
+    N_INT, T, _params, _tasks, _trace, check_method_is_the_models_factor, check_per_step_adds_the_term_once)
 
 
 def _config(weight, **overrides):
@@ -157,3 +158,25 @@ def test_weight_zero_adds_no_site_and_files_are_unchanged(rng):
 def test_config_rejects_bad_weights(bad):
     with pytest.raises(ValueError, match="energy_weight"):
         ap.ActivaConfig(energy_weight=bad)
+
+
+def test_per_step_estimate_adds_the_term_once(rng):
+    """``predictive_estimate="per_step"``: SharedEmbeddingELBO's loss is the ELBO without the
+    ``energy`` factor plus λ · (total_tasks / T) · Σ_t N · ES_t, computed once per step with
+    ``fold_in(key, 1)`` of the term's key."""
+    weight, num_particles = 3.0, 3
+    per_step = Activa(_config(weight, predictive_estimate="per_step", num_particles=num_particles))
+    plain = Activa(_config(0.0, num_particles=num_particles))
+    tasks = _tasks(rng)
+
+    def term(params, key):  # what the factor adds: −λ Σ N·ES
+        return -weight * jnp.sum(per_step.energy_score(params, *tasks, jax.random.fold_in(key, 1)))
+
+    assert check_per_step_adds_the_term_once(tasks, per_step, plain, "energy", term) < 0
+
+
+def test_energy_score_method_is_the_models_factor(rng):
+    """:meth:`Activa.energy_score` from the params computes what the model's ``energy`` factor
+    adds (before −λ)."""
+    activa = Activa(_config(0.7))
+    check_method_is_the_models_factor(rng, activa, _factor, activa.energy_score, -0.7)

@@ -208,30 +208,34 @@ def test_config_files_without_the_term_are_unchanged():
     assert ap.ActivaConfig.from_dict(config.to_dict()) == config
 
 
-def test_log_predictive_method_is_the_models_factor(rng):
-    """:meth:`Activa.log_predictive` from the params computes what the model's ``predictive``
-    factor adds (before w), given the key the model consumed for it."""
-    activa = Activa(_config(0.7))
+def check_method_is_the_models_factor(rng, activa, factor, method, weight):
+    """``weight · method(params, tasks, key)`` equals the model's factor ``factor(config, params,
+    3, tasks)`` (per task), given the key the model consumed for it (after z's)."""
     params = _params(activa)
     obs, targets, index, v = _tasks(rng)
-    factor = np.asarray(_factor(activa.config, params, 3, obs, targets, index, v))
+    got = np.asarray(factor(activa.config, params, 3, obs, targets, index, v))
     key = numpyro.handlers.seed(lambda: (numpyro.prng_key(), numpyro.prng_key()), 3)()[1]
-    direct = np.asarray(jax.jit(activa.log_predictive)(params, obs, targets, index, v, key))
-    np.testing.assert_allclose(0.7 * direct, factor, rtol=1e-5, atol=1e-4)
+    direct = np.asarray(jax.jit(method)(params, obs, targets, index, v, key))
+    np.testing.assert_allclose(weight * direct, got, rtol=1e-5, atol=1e-4)
 
 
-def test_per_step_estimate_adds_the_term_once(rng):
-    """``predictive_estimate="per_step"``: SharedEmbeddingELBO's loss is the ELBO without the
-    factor (the model called with ``predictive=False`` has no such site) at the first half of
-    the split key, minus w · (total_tasks / T) · Σ_t log p̂_t at the second, to float tolerance,
-    and its gradient reaches the prior."""
-    obs, targets, index, v = _tasks(rng)
-    weight, num_particles = 0.5, 3
-    per_step = Activa(_config(weight, predictive_estimate="per_step", num_particles=num_particles))
-    plain = Activa(_config(0.0, num_particles=num_particles))
+def test_log_predictive_method_is_the_models_factor(rng):
+    """:meth:`Activa.log_predictive` from the params computes what the model's ``predictive``
+    factor adds (before w)."""
+    activa = Activa(_config(0.7))
+    check_method_is_the_models_factor(rng, activa, _factor, activa.log_predictive, 0.7)
+
+
+def check_per_step_adds_the_term_once(tasks, per_step, plain, site, term):
+    """The per-step estimator's loss is the ELBO without the factor ``site`` (the model called
+    with ``predictive=False`` has no such site) at the first half of the split key, minus
+    (total_tasks / T) · ``term(params, key)`` at the second, to float tolerance, and its gradient
+    reaches the prior. ``per_step`` and ``plain`` differ only in the term's weight. Returns the
+    term's value."""
+    obs, targets, index, v = tasks
     params = _params(per_step, key=4)
-    assert "predictive" not in _trace(per_step, params, 0, obs, targets, index, v, predictive=False)
-    assert "predictive" in _trace(per_step, params, 0, obs, targets, index, v)
+    assert site not in _trace(per_step, params, 0, obs, targets, index, v, predictive=False)
+    assert site in _trace(per_step, params, 0, obs, targets, index, v)
 
     def loss(activa, p, key):
         model, guide = activa.scaled()
@@ -241,12 +245,26 @@ def test_per_step_estimate_adds_the_term_once(rng):
     key = jax.random.PRNGKey(11)
     elbo_key, term_key = jax.random.split(key)
     got = float(jax.jit(functools.partial(loss, per_step))(params, key))
-    term = float(jnp.sum(per_step.log_predictive(params, obs, targets, index, v, term_key)))
-    expected = float(jax.jit(functools.partial(loss, plain))(params, elbo_key)) - weight * (40 / T) * term
+    value = float(term(params, term_key))
+    expected = float(jax.jit(functools.partial(loss, plain))(params, elbo_key)) - (40 / T) * value
     assert got == pytest.approx(expected, rel=1e-5)
-    assert term < 0
     grads = jax.jit(jax.grad(functools.partial(loss, per_step)))(params, key)
     assert sum(float(jnp.sum(g ** 2)) for g in jax.tree_util.tree_leaves(grads["prior$params"])) > 0
+    return value
+
+
+def test_per_step_estimate_adds_the_term_once(rng):
+    """``predictive_estimate="per_step"``: the loss is the ELBO without the ``predictive``
+    factor minus w · (total_tasks / T) · Σ_t log p̂_t, computed once."""
+    weight, num_particles = 0.5, 3
+    per_step = Activa(_config(weight, predictive_estimate="per_step", num_particles=num_particles))
+    plain = Activa(_config(0.0, num_particles=num_particles))
+    tasks = _tasks(rng)
+
+    def term(params, key):
+        return weight * jnp.sum(per_step.log_predictive(params, *tasks, key))
+
+    assert check_per_step_adds_the_term_once(tasks, per_step, plain, "predictive", term) < 0
 
 
 def test_per_step_estimate_agrees_with_per_particle_in_expectation(rng):
