@@ -1,6 +1,6 @@
 """``ActivaConfig(energy_weight=λ)``: the energy score of the prior-predictive mixture as a
 training term (:func:`activa_ppl.mixture_math.mixture_energy_score`,
-:func:`activa_ppl.model.predictive_energy_score`).
+:func:`activa_ppl.distributions.predictive_energy_score`).
 
 The estimator must be unbiased (checked against the closed-form CRPS of a Gaussian, and against
 a float64 Monte-Carlo reference for a 2-d mixture), the model's factor must be −λ · N · ES of
@@ -122,6 +122,7 @@ def test_factor_is_minus_lambda_n_times_the_stratified_score_in_z_scores(rng):
 
 
 def test_term_trains_the_prior_and_not_the_guide(rng):
+    """The factor's gradient is finite, reaches the prior and leaves the guide's encoder at 0."""
     activa = Activa(_config(1.0))
     params = _params(activa, key=2)
     obs, targets, index, v = _tasks(rng)
