@@ -208,12 +208,14 @@ def _mean(ds: dict, method: str, marginal: str, metric: str) -> float | None:
 
 
 def target_checks(ds: dict) -> list[tuple[str, bool, str]]:
-    """The zoo issue's targets for one evaluated dataset: ``(target, met, measured)`` triples.
+    """The model-quality issue's targets for one evaluated dataset: ``(target, met, measured)``.
 
-    2-variable sets: ACTIVA's All∖V_t energy distance within 1.5× Linear Causal's and at least
+    2-variable sets: ACTIVA's All∖V_t energy distance within 1.3× Linear Causal's and at least
     5× below Gaussian Conditional's on non-descendants; on Beta 2 also a lower All∖V_t NLL than
-    Linear Causal. 8-variable and SERGIO sets: below Gaussian Conditional on every marginal
-    (All∖V_t, descendants, non-descendants; energy distance and NLL).
+    Linear Causal. 8-variable, SERGIO and OOD sets: below Gaussian Conditional on every marginal
+    (All∖V_t, descendants, non-descendants; energy distance and NLL); on Gauss 8 and Beta 8 also
+    an All∖V_t energy distance at or below MACE-TNP's (trained for the same wall time); on SERGIO
+    also the lowest NLL of all methods on every marginal (the paper's SERGIO claim).
     """
     checks = []
     act = lambda m, k: _mean(ds, "ACTIVA", m, k)  # noqa: E731
@@ -223,7 +225,7 @@ def target_checks(ds: dict) -> list[tuple[str, bool, str]]:
         return checks
     if ds["label"] in ("Gauss 2", "Beta 2"):
         a, b = act("all_but_target", "energy"), lc("all_but_target", "energy")
-        checks.append(("All∖V_t ERG ≤ 1.5 × Linear Causal", a <= 1.5 * b,
+        checks.append(("All∖V_t ERG ≤ 1.3 × Linear Causal", a <= 1.3 * b,
                        f"{a:.3f} vs {b:.3f}: {a / b:.2f}×"))
         a, b = act("non_descendants", "energy"), gc("non_descendants", "energy")
         checks.append(("Non-desc. ERG ≥ 5× below Gaussian Cond.", 5 * a <= b,
@@ -231,13 +233,27 @@ def target_checks(ds: dict) -> list[tuple[str, bool, str]]:
         if ds["label"] == "Beta 2":
             a, b = act("all_but_target", "nll"), lc("all_but_target", "nll")
             checks.append(("All∖V_t NLL below Linear Causal", a < b, f"{a:.3f} vs {b:.3f}"))
-    else:
-        for m in ("all_but_target", "descendants", "non_descendants"):
-            for k, name in (("energy", "ERG"), ("nll", "NLL")):
-                a, b = act(m, k), gc(m, k)
-                if a is not None and b is not None:
-                    checks.append((f"{_MARGINAL[m]} {name} below Gaussian Cond.", a < b,
-                                   f"{a:.3f} vs {b:.3f}: {a / b:.2f}×"))
+        return checks
+    for m in ("all_but_target", "descendants", "non_descendants"):
+        for k, name in (("energy", "ERG"), ("nll", "NLL")):
+            a, b = act(m, k), gc(m, k)
+            if a is not None and b is not None:
+                checks.append((f"{_MARGINAL[m]} {name} below Gaussian Cond.", a < b,
+                               f"{a:.3f} vs {b:.3f}: {a / b:.2f}×"))
+    if ds["label"] in ("Gauss 8", "Beta 8"):
+        a, b = act("all_but_target", "energy"), _mean(ds, "MACE-TNP", "all_but_target", "energy")
+        if b is not None:
+            checks.append(("All∖V_t ERG ≤ MACE-TNP", a <= b, f"{a:.3f} vs {b:.3f}: {a / b:.2f}×"))
+    if ds["label"] == "SERGIO":
+        for m in ("all", "all_but_target", "descendants", "non_descendants"):
+            a = act(m, "nll")
+            others = [(row["label"], row["results"][m]["nll"]["mean"]) for row in ds["methods"]
+                      if row["method"] != "ACTIVA" and row["results"].get(m, {}).get("nll")]
+            if a is None or not others:
+                continue
+            label, b = min(others, key=lambda o: o[1])
+            checks.append((f"{_MARGINAL[m]} NLL lowest of all methods", a < b,
+                           f"{a:.3f} vs {label} {b:.3f}"))
     return checks
 
 
