@@ -108,6 +108,11 @@ VARIANTS: dict[str, tuple[dict, dict]] = {
     # ... with the term estimated once per step instead of in each ELBO particle.
     "recipe-es10-step": ({"ActivaConfig": "recommended", "energy_weight": 10.0, "predictive_estimate": "per_step"},
                          {"TrainConfig": "recommended"}),
+    # Round 9 (2026-12-02): round 5's regression features under the energy-score objective,
+    # which charges for the mass a likelihood spreads between the regression's answer and the
+    # unchanged marginal (round 5's suspected failure).
+    "recipe-reg-es10": ({"ActivaConfig": "recommended", "regression_context": True, "energy_weight": 10.0},
+                        {"TrainConfig": "recommended"}),
     "mace-tnp": ({}, {}),
 }
 
