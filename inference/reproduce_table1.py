@@ -247,8 +247,9 @@ def target_checks(ds: dict) -> list[tuple[str, bool, str]]:
     if ds["label"] == "SERGIO":
         for m in ("all", "all_but_target", "descendants", "non_descendants"):
             a = act(m, "nll")
-            others = [(row["label"], row["results"][m]["nll"]["mean"]) for row in ds["methods"]
-                      if row["method"] != "ACTIVA" and row["results"].get(m, {}).get("nll")]
+            others = [(row["label"], _mean(ds, row["method"], m, "nll")) for row in ds["methods"]
+                      if row["method"] != "ACTIVA"]
+            others = [(label, b) for label, b in others if b is not None]
             if a is None or not others:
                 continue
             label, b = min(others, key=lambda o: o[1])
