@@ -135,6 +135,17 @@ class ActivaConfig(ConfigBase):
             proper scoring rule's divergence, and the likelihood terms do not target it (the
             NLL rewards covering tails that the energy distance charges for). Estimated as
             ``predictive_estimate`` says. Not in the paper; ``0`` (default): not used.
+        exact_targets: model the intervened coordinates exactly instead of through z and the
+            decoder: in every decoded component the mean of each target V_t is the nominal
+            value ``v_i`` of the query's intervention index and its variance ``s_i² + ε σ_t²``
+            (data units; ``s_i = exp(θ_i)`` one learned parameter per index, the NumPyro
+            ``param`` site ``target_log_sd``, ``σ_t`` the observational std under
+            ``standardize``, else 1); the decoded covariance's row and column of V_t are
+            rescaled to that variance, so its correlations with the other variables stay the
+            decoder's (:func:`activa_ppl.distributions.pin_targets`). do(V_t = v_i + e) makes
+            V_t independent of the data and of z; the energy-score term otherwise trades the
+            target's spread for the other coordinates' fit (docs/ablations.md, round 10). Needs
+            ``intervention_values``. Not in the paper; ``False`` (default): not used.
         covariance_head: ``"lowrank"`` (the paper's Σ = u uᵀ / r + εI) or ``"cholesky"``
             (Σ = L Lᵀ + εI with L lower triangular: a softplus diagonal floored at
             ``cholesky_floor`` and strictly-lower entries from pairwise products of the
@@ -183,6 +194,7 @@ class ActivaConfig(ConfigBase):
     predictive_weight: float = 0.0
     predictive_estimate: str = "per_particle"
     energy_weight: float = 0.0
+    exact_targets: bool = False
     covariance_head: str = "lowrank"
     cholesky_floor: float = 0.05
     matmul_dtype: str = "float32"
@@ -194,7 +206,7 @@ class ActivaConfig(ConfigBase):
     #: computes the same function; they read as the faster default.)
     _IMPLIED = {"matmul_dtype": "float32", "attention": "deferred", "regression_context": False,
                 "predictive_weight": 0.0, "predictive_estimate": "per_particle",
-                "energy_weight": 0.0}
+                "energy_weight": 0.0, "exact_targets": False}
 
     def to_dict(self) -> dict[str, Any]:
         """The configuration as a JSON-serialisable dict (fields of ``_IMPLIED`` at their
@@ -211,7 +223,7 @@ class ActivaConfig(ConfigBase):
             if not all(math.isfinite(v) for v in values):
                 raise ValueError(f"ActivaConfig.intervention_values must be finite, got {values!r}")
             object.__setattr__(self, "intervention_values", values)
-        for name in ("standardize", "decoder_context", "regression_context"):
+        for name in ("standardize", "decoder_context", "regression_context", "exact_targets"):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"ActivaConfig.{name} must be a bool, got {getattr(self, name)!r}")
         if self.matmul_dtype not in MATMUL_DTYPES:
@@ -240,6 +252,11 @@ class ActivaConfig(ConfigBase):
                                         or len(self.intervention_values) != self.num_interventions):
             raise ValueError(
                 "ActivaConfig(regression_context=True) needs intervention_values, one value per "
+                f"intervention index ({self.num_interventions}), got {self.intervention_values!r}")
+        if self.exact_targets and (self.intervention_values is None
+                                   or len(self.intervention_values) != self.num_interventions):
+            raise ValueError(
+                "ActivaConfig(exact_targets=True) needs intervention_values, one value per "
                 f"intervention index ({self.num_interventions}), got {self.intervention_values!r}")
         for name in ("prior_variance", "posterior_variance", "covariance_eps", "beta", "std_floor",
                      "cholesky_floor"):

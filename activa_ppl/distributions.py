@@ -23,8 +23,8 @@ import numpyro.distributions as dist
 
 from activa_ppl.mixture_math import cholesky, mixture_energy_score, solve_lower
 
-__all__ = ["prior_distribution", "decoded_distribution", "stratified_predictive", "log_predictive",
-           "predictive_energy_score"]
+__all__ = ["prior_distribution", "decoded_distribution", "pin_targets", "stratified_predictive",
+           "log_predictive", "predictive_energy_score"]
 
 
 def prior_distribution(logits, locs, variance: float) -> dist.Distribution:
@@ -57,6 +57,32 @@ def decoded_distribution(logits, locs, covariances) -> dist.Distribution:
     custom call in the training loss."""
     components = _MultivariateNormal(locs, scale_tril=cholesky(covariances))
     return dist.MixtureSameFamily(dist.Categorical(logits=logits), components)
+
+
+def pin_targets(locs, covariances, targets, values, variances):
+    """Decoded components with the intervened coordinates set exactly (``ActivaConfig.exact_targets``).
+
+    In every component the mean of each target V_t becomes ``values`` and its variance
+    ``variances``; row and column t of the covariance are rescaled by ``sqrt(variance / Σ_tt)``
+    (Σ′ = D Σ D with D diagonal, so Σ′ stays positive definite and V_t keeps the decoder's
+    correlations with the other variables). The other coordinates are unchanged.
+
+    Args:
+        locs: ``(..., T, K, d)``; covariances ``(..., T, K, d, d)``: decoded components of T
+            tasks (leading latent-draw axes broadcast).
+        targets: ``(T, d)`` 0/1 intervention target mask.
+        values: ``(T,)`` the intervened value of each task, in the units of ``locs``.
+        variances: ``(T, d)`` the intervened coordinates' variance, in the same units (read at
+            the targets only; must be positive).
+
+    Returns:
+        ``(locs, covariances)`` of the same shapes.
+    """
+    pinned = targets[:, None, :] > 0  # (T, 1, d)
+    locs = jnp.where(pinned, values[:, None, None], locs)
+    diagonal = jnp.diagonal(covariances, axis1=-2, axis2=-1)  # (..., T, K, d)
+    scale = jnp.where(pinned, jnp.sqrt(variances[:, None, :] / diagonal), 1.0)  # (..., T, K, d)
+    return locs, covariances * scale[..., :, None] * scale[..., None, :]
 
 
 def stratified_predictive(decode, prior_logits, prior_locs, variance: float, key):

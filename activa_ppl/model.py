@@ -31,7 +31,8 @@ from numpyro.contrib.module import flax_module
 
 from activa_ppl.config import ActivaConfig
 from activa_ppl.distributions import (  # noqa: F401  (stratified_predictive: importable from here, as before)
-    decoded_distribution, log_predictive, predictive_energy_score, prior_distribution, stratified_predictive)
+    decoded_distribution, log_predictive, pin_targets, predictive_energy_score, prior_distribution,
+    stratified_predictive)
 from activa_ppl.elbo import SharedEmbeddingELBO
 from activa_ppl.handlers import beta_kl
 from activa_ppl.interventions import intervention_representation
@@ -44,6 +45,9 @@ __all__ = ["Activa", "SharedEmbeddingELBO", "predictive_arrays", "predictive_mix
 
 #: Names of the Flax modules, i.e. of the NumPyro ``param`` sites ``<name>$params``.
 MODULES = ("obs_embedding", "prior", "decoder", "int_embedding", "posterior")
+#: The ``param`` site of ``ActivaConfig(exact_targets=True)``: ``θ (|I|,)``, the log sd of the
+#: intervened coordinate for each intervention index, in data units.
+TARGET_LOG_SD = "target_log_sd"
 
 
 def _as_device(observational, targets, intervention_index, interventional):
@@ -94,9 +98,19 @@ def _decoder_inputs(cfg: ActivaConfig, h_obs, observational, targets, interventi
     return (h_obs if cfg.decoder_context else None), features
 
 
-def _data_units(locs, covariances, stats):
-    """Decoded components back in data units (unchanged without standardization)."""
-    return (locs, covariances) if stats is None else to_data_units(locs, covariances, *stats)
+def _data_units(cfg: ActivaConfig, locs, covariances, stats, targets, intervention_index, target_log_sd):
+    """Decoded components ``(..., T, K, d[, d])`` as the likelihood sees them: back in data units
+    (unchanged without standardization), then, with ``cfg.exact_targets``, the intervened
+    coordinates set to ``v_i`` with variance ``exp(2 θ_i) + ε σ_t²``
+    (:func:`~activa_ppl.distributions.pin_targets`; ``target_log_sd`` is θ ``(|I|,)``)."""
+    if stats is not None:
+        locs, covariances = to_data_units(locs, covariances, *stats)
+    if not cfg.exact_targets:
+        return locs, covariances
+    values = jnp.asarray(cfg.intervention_values, jnp.float32)[intervention_index]  # (T,)
+    floor = cfg.covariance_eps * (1.0 if stats is None else jnp.square(stats[1]))  # ε I in the networks' units
+    variances = jnp.exp(2.0 * target_log_sd)[intervention_index][:, None] + floor  # (T, 1 or d)
+    return pin_targets(locs, covariances, targets, values, jnp.broadcast_to(variances, targets.shape))
 
 
 @contextlib.contextmanager
@@ -185,6 +199,8 @@ class Activa:
         observational, targets, intervention_index, interventional = _as_device(
             observational, targets, intervention_index, interventional)
         num_tasks, num_obs, _ = observational.shape
+        log_sd = (numpyro.param(TARGET_LOG_SD, jnp.zeros(cfg.num_interventions, jnp.float32))
+                  if cfg.exact_targets else None)
         with _task_plate(num_tasks, subsample_size, total_tasks) as idx:
             obs, tgt, index = observational[idx], targets[idx], intervention_index[idx]  # (B, N_obs, d)
             stats, channel = _standardization(cfg, obs, tgt, index)
@@ -201,7 +217,7 @@ class Activa:
 
             def decode(latents):  # (..., B, d) → data-unit components (..., B, K[, d[, d]])
                 logits, locs, covariances = decoder(latents, *extra)
-                return (logits, *_data_units(locs, covariances, stats))
+                return (logits, *_data_units(cfg, locs, covariances, stats, tgt, index, log_sd))
 
             logits, locs, covariances = decode(z)
             # The N interventional samples are i.i.d. given z: batch (B, 1) → (B, N), event (d,),
@@ -303,7 +319,8 @@ class Activa:
 
         def decode(latents):
             logits, locs, covariances = self.apply(params, "decoder", latents, *extra)
-            return (logits, *_data_units(locs, covariances, stats))
+            return (logits, *_data_units(cfg, locs, covariances, stats, targets, intervention_index,
+                                         params.get(TARGET_LOG_SD)))
 
         return stats, prior_logits, prior_locs, decode
 
@@ -337,7 +354,8 @@ class Activa:
 
     # -- parameters ------------------------------------------------------------------------------
     def init_params(self, key, num_vars: int = 2, num_samples: int = 4) -> dict:
-        """Fresh parameters ``{"<module>$params": ...}``, the layout of ``svi.get_params``.
+        """Fresh parameters ``{"<module>$params": ...}`` (and ``target_log_sd`` with
+        ``config.exact_targets``), the layout of ``svi.get_params``.
 
         Every module is initialised on dummy inputs of ``num_vars`` variables and ``num_samples``
         samples; the parameter shapes depend on neither (the networks take any d and N).
@@ -354,8 +372,11 @@ class Activa:
             "posterior": (h, h),
         }
         keys = jax.random.split(key, len(MODULES))
-        return {f"{name}$params": self.modules[name].init(k, *inputs[name])["params"]
-                for name, k in zip(MODULES, keys)}
+        params = {f"{name}$params": self.modules[name].init(k, *inputs[name])["params"]
+                  for name, k in zip(MODULES, keys)}
+        if cfg.exact_targets:  # the model's initial value (exp(0) = 1 in data units)
+            params[TARGET_LOG_SD] = jnp.zeros(cfg.num_interventions, jnp.float32)
+        return params
 
     # -- prediction ------------------------------------------------------------------------------
     def apply(self, params, name: str, *args):
@@ -399,7 +420,8 @@ def predictive_arrays(activa: Activa, params, key, observational, targets, inter
     # h′ (Q, d, e) and the regression features (Q, d, 3) broadcast over the S draws
     extra = _decoder_inputs(cfg, h_obs, observational, targets, intervention_index, mask)
     logits, locs, covariances = activa.apply(params, "decoder", z, *extra)  # (S, Q, B, ...)
-    locs, covariances = _data_units(locs, covariances, stats)  # stats (Q, d) broadcast over S
+    locs, covariances = _data_units(cfg, locs, covariances, stats, targets, intervention_index,
+                                    params.get(TARGET_LOG_SD))  # (Q, ...) broadcast over S
     log_weights = jax.nn.log_softmax(logits, axis=-1) - math.log(num_latents)  # (S, Q, B)
     num_q, d = z.shape[1], z.shape[2]
 

@@ -113,6 +113,10 @@ VARIANTS: dict[str, tuple[dict, dict]] = {
     # unchanged marginal (round 5's suspected failure).
     "recipe-reg-es10": ({"ActivaConfig": "recommended", "regression_context": True, "energy_weight": 10.0},
                         {"TrainConfig": "recommended"}),
+    # Round 10 (2026-12-02): the energy-score recipe with the intervened coordinates set exactly
+    # (ActivaConfig.exact_targets): λ = 10 alone spread V_t to sd 0.75 (round 8's withdrawn gauss8).
+    "recipe-es10-exact": ({"ActivaConfig": "recommended", "energy_weight": 10.0, "exact_targets": True},
+                          {"TrainConfig": "recommended"}),
     "mace-tnp": ({}, {}),
 }
 
