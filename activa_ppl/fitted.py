@@ -170,7 +170,8 @@ class FittedActiva:
 
     Attributes:
         activa: the :class:`~activa_ppl.model.Activa` (architecture and objective).
-        params: the SVI parameters, ``{"<module>$params": flax params}``.
+        params: the SVI parameters, ``{"<module>$params": flax params}`` (and ``target_log_sd``
+            with ``ActivaConfig(exact_targets=True)``).
         info: JSON-serialisable training summary (steps, best validation NLL, data, wall time).
     """
 

@@ -4,8 +4,9 @@ Layout of a saved model (a folder; also the layout of every model in the zoo)::
 
     <path>/config.json              format, model configuration, training summary, name and
                                     SHA-256 of the parameter file
-    <path>/params-<sha256[:12]>.npz parameters (``<module>$params/<layer>/<name>``), written by
-                                    :func:`activa_ppl.checkpoint.save_arrays`
+    <path>/params-<sha256[:12]>.npz parameters (``<module>$params/<layer>/<name>``, and top-level
+                                    ``param`` sites by their name, e.g. ``target_log_sd``),
+                                    written by :func:`activa_ppl.checkpoint.save_arrays`
 
 ``config.json`` is the commit point: a save first writes the new parameter file under its own
 content-addressed name (from a staging file of a unique name), then atomically replaces

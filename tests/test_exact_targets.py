@@ -73,8 +73,8 @@ def test_config_needs_values_and_older_files_are_unchanged():
 def test_training_learns_the_target_scale_through_the_likelihood(task_factory, standardize):
     """``svi.init`` registers θ with the shape :meth:`Activa.init_params` gives, and the ELBO's
     gradient reaches it: with every V_t at v exactly and the initial scale 1, a smaller scale
-    is better (only the pinned Normal of V_t depends on θ: Σ′ = DΣD leaves the others'
-    conditional given V_t unchanged)."""
+    is better (with V_t = v_i the others' conditional given V_t does not depend on θ under
+    Σ′ = DΣD, so only the pinned Normal of V_t does)."""
     cfg = ap.ActivaConfig.preset("tiny", **TINY, exact_targets=True, standardize=standardize,
                                  intervention_values=(5.0,))
     activa = ap.Activa(cfg)
