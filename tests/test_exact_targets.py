@@ -96,6 +96,13 @@ def test_training_learns_the_target_scale_through_the_likelihood(task_factory, s
 
     g = float(jax.grad(loss)(params, inter)[TARGET_LOG_SD][0])
     assert np.isfinite(g) and g > 0
+    # the prior-predictive terms decode through the same pinning (stratified draws, (C, T, ...))
+    key = jax.random.PRNGKey(6)
+    score = jax.grad(lambda p: jnp.sum(activa.energy_score(p, obs, targets, index, inter, key)))(params)
+    assert np.isfinite(float(score[TARGET_LOG_SD][0])) and float(score[TARGET_LOG_SD][0]) != 0  # sign: the
+    # other coordinates' fit (an untrained model's predictive is too narrow, so wider helps)
+    log_p = jax.grad(lambda p: jnp.sum(activa.log_predictive(p, obs, targets, index, inter, key)))(params)
+    assert float(log_p[TARGET_LOG_SD][0]) < 0  # the log-likelihood rises as the scale shrinks to the data's
 
 
 def test_prediction_pins_the_target_in_every_component(rng):
