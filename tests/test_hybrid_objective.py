@@ -65,7 +65,7 @@ def _prior_and_decoder(activa, params, obs, targets, index):
 
     def decode(z):
         w, m, c = activa.apply(params, "decoder", z, h)
-        return (w, *_data_units(m, c, stats))
+        return (w, *_data_units(cfg, m, c, stats, targets, index, None))  # exact_targets off: θ unused
 
     return logits, locs, decode
 
