@@ -261,7 +261,11 @@ def target_checks(ds: dict) -> list[tuple[str, bool, str]]:
 #: Architecture fields shown on a card, for ACTIVA and for MACE-TNP configurations.
 CARD_FIELDS = ("embed_dim", "hidden_dim", "num_heads", "num_encoder_blocks", "num_decoder_blocks",
                "num_layers", "prior_components", "decoder_components", "num_components",
-               "covariance_rank", "standardize", "decoder_context", "covariance_head")
+               "covariance_rank", "standardize", "decoder_context", "covariance_head",
+               # the objective's extensions (docs: Concepts, "Beyond Eq. 4"): config.json holds them
+               # only away from Eq. 4's values (ActivaConfig.to_dict), so a card lists them only then
+               "regression_context", "predictive_weight", "predictive_estimate", "energy_weight",
+               "exact_targets")
 
 
 def portable(arg: str) -> str:

@@ -146,6 +146,13 @@ def test_training_block_states_the_recipe(tmp_path):
     assert "decoder_context=True" in text and "covariance_head" not in text
     assert "Adam 0.001 with 500 warm-up steps and a cosine decay, 32-sample subsets of each task per step" in text
     assert "decoder_context=True" in r.training_block(ROOT / "models" / "gauss8")  # the shipped recipe model
+    # the objective's extensions are listed where the config has them, and only there
+    assert "energy_weight=10.0, exact_targets=True" in r.training_block(ROOT / "models" / "gauss8")
+    eq4["model_config"].pop("energy_weight", None)
+    eq4["model_config"].pop("exact_targets", None)
+    (tmp_path / "eq4" / "config.json").write_text(json.dumps(eq4))
+    assert "energy_weight" not in r.training_block(tmp_path / "eq4")
+    assert "exact_targets" not in r.training_block(tmp_path / "eq4")
 
 
 def test_partial_run_merges_into_the_previous_report(tmp_path):
