@@ -117,6 +117,10 @@ VARIANTS: dict[str, tuple[dict, dict]] = {
     # (ActivaConfig.exact_targets): λ = 10 alone spread V_t to sd 0.75 (round 8's withdrawn gauss8).
     "recipe-es10-exact": ({"ActivaConfig": "recommended", "energy_weight": 10.0, "exact_targets": True},
                           {"TrainConfig": "recommended"}),
+    # Round 11 (2026-12-03): round 10's model with round 5's regression features, for SERGIO,
+    # where Gaussian Conditional (whose marginals the features are) leads on the descendants.
+    "recipe-reg-es10-exact": ({"ActivaConfig": "recommended", "regression_context": True, "energy_weight": 10.0,
+                               "exact_targets": True}, {"TrainConfig": "recommended"}),
     "mace-tnp": ({}, {}),
 }
 
