@@ -116,6 +116,9 @@ def add_training_arguments(parser: argparse.ArgumentParser, *,
     _flag(parser, "--regression-context", "ActivaConfig(regression_context=True): the decoder's "
           "tokens also get the observational regression's prediction under the query "
           "(activa_ppl.regression; not in the paper; docs/ablations.md)")
+    _flag(parser, "--regression-residual", "ActivaConfig(regression_residual=True): every decoded "
+          "component's mean gets a learned, gated copy of the observational regression's "
+          "conditional mean (not in the paper; docs/ablations.md)")
     _flag(parser, "--exact-targets", "ActivaConfig(exact_targets=True): the intervened variables' "
           "mean is the intervened value and their sd one learned scale per intervention index "
           "(not in the paper; docs/ablations.md)")
@@ -221,13 +224,14 @@ def train_activa_from_args(args: argparse.Namespace, *,
         initialize(args.coordinator, args.num_processes, args.process_id)
     data = training_data_from_args(args)
     units = {}
-    if args.standardize or args.regression_context or args.exact_targets:  # the model needs each index's value in data units
+    if args.standardize or args.regression_context or args.regression_residual or args.exact_targets:  # the model needs each index's value in data units
         from activa_ppl.standardize import nominal_intervention_values
 
         units = dict(standardize=args.standardize, intervention_values=nominal_intervention_values(data))
     config = ActivaConfig.preset(args.preset, num_interventions=max(1, data.num_interventions),
                                  decoder_context=args.decoder_context,
                                  regression_context=args.regression_context,
+                                 regression_residual=args.regression_residual,
                                  exact_targets=args.exact_targets, covariance_head=args.covariance_head,
                                  cholesky_floor=args.cholesky_floor,
                                  predictive_estimate=args.predictive_estimate, **units,

@@ -111,6 +111,15 @@ class ActivaConfig(ConfigBase):
             networks' units; :mod:`activa_ppl.regression`), p_γ(V | z, D_obs, do) through
             statistics the pooled embedding only approximates. Not in the paper; needs
             ``intervention_values``. ``False`` (default): not used.
+        regression_residual: add to every decoded component's mean, per variable j, a gated
+            copy of the same regression's conditional mean: ``loc_bj + g_bj · m_j``, with
+            ``m_j = ρ_jt (v − μ_t)/σ_t`` in the networks' units and the gate ``g_bj`` a linear
+            map of the decoder's token j (initialised to 1: a new model starts at the
+            regression's means). The two answers the observational data leave open for a
+            variable, the regression's (``g = 1``, a descendant of a linear SCM) and the
+            unchanged marginal (``g = 0``, an ancestor), are then one coefficient apart in
+            every component, however far the intervened value lies from the data. Not in the
+            paper; needs ``intervention_values``. ``False`` (default): not used.
         predictive_weight: ``w ≥ 0``, the weight of a prior-predictive term added to the
             objective (a hybrid objective, as in Sohn et al. 2015, "Learning structured output
             representation using deep conditional generative models"): the model gains the
@@ -191,6 +200,7 @@ class ActivaConfig(ConfigBase):
     std_floor: float = 1e-2
     decoder_context: bool = False
     regression_context: bool = False
+    regression_residual: bool = False
     predictive_weight: float = 0.0
     predictive_estimate: str = "per_particle"
     energy_weight: float = 0.0
@@ -205,6 +215,7 @@ class ActivaConfig(ConfigBase):
     #: them stay as before. (``attention``: older files were trained with ``"softmax"``, which
     #: computes the same function; they read as the faster default.)
     _IMPLIED = {"matmul_dtype": "float32", "attention": "deferred", "regression_context": False,
+                "regression_residual": False,
                 "predictive_weight": 0.0, "predictive_estimate": "per_particle",
                 "energy_weight": 0.0, "exact_targets": False}
 
@@ -223,7 +234,8 @@ class ActivaConfig(ConfigBase):
             if not all(math.isfinite(v) for v in values):
                 raise ValueError(f"ActivaConfig.intervention_values must be finite, got {values!r}")
             object.__setattr__(self, "intervention_values", values)
-        for name in ("standardize", "decoder_context", "regression_context", "exact_targets"):
+        for name in ("standardize", "decoder_context", "regression_context", "regression_residual",
+                     "exact_targets"):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"ActivaConfig.{name} must be a bool, got {getattr(self, name)!r}")
         if self.matmul_dtype not in MATMUL_DTYPES:
@@ -248,16 +260,12 @@ class ActivaConfig(ConfigBase):
             raise ValueError(
                 "ActivaConfig(standardize=True) needs intervention_values, one value per intervention "
                 f"index ({self.num_interventions}), got {self.intervention_values!r}")
-        if self.regression_context and (self.intervention_values is None
+        for name in ("regression_context", "regression_residual", "exact_targets"):
+            if getattr(self, name) and (self.intervention_values is None
                                         or len(self.intervention_values) != self.num_interventions):
-            raise ValueError(
-                "ActivaConfig(regression_context=True) needs intervention_values, one value per "
-                f"intervention index ({self.num_interventions}), got {self.intervention_values!r}")
-        if self.exact_targets and (self.intervention_values is None
-                                   or len(self.intervention_values) != self.num_interventions):
-            raise ValueError(
-                "ActivaConfig(exact_targets=True) needs intervention_values, one value per "
-                f"intervention index ({self.num_interventions}), got {self.intervention_values!r}")
+                raise ValueError(
+                    f"ActivaConfig({name}=True) needs intervention_values, one value per "
+                    f"intervention index ({self.num_interventions}), got {self.intervention_values!r}")
         for name in ("prior_variance", "posterior_variance", "covariance_eps", "beta", "std_floor",
                      "cholesky_floor"):
             value = getattr(self, name)

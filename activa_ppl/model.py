@@ -88,10 +88,10 @@ def _z_scored(x, stats):
 
 def _decoder_inputs(cfg: ActivaConfig, h_obs, observational, targets, intervention_index, mask=None):
     """The decoder's inputs beside z: ``(h′ (T, d, e) or None, regression features (T, d, 3) or
-    None)``, as ``cfg.decoder_context`` and ``cfg.regression_context`` ask; ``observational``
-    in data units."""
+    None)``, as ``cfg.decoder_context`` and ``cfg.regression_context`` or
+    ``cfg.regression_residual`` ask; ``observational`` in data units."""
     features = None
-    if cfg.regression_context:
+    if cfg.regression_context or cfg.regression_residual:
         values = jnp.asarray(cfg.intervention_values, jnp.float32)[intervention_index]  # (T,)
         features = regression_features(observational, targets, values, cfg.std_floor,
                                        standardized=cfg.standardize, mask=mask)
@@ -368,7 +368,8 @@ class Activa:
         inputs = {
             "obs_embedding": (obs, rep), "int_embedding": (obs, rep), "prior": (h,),
             "decoder": (jnp.zeros((1, num_vars)), h if cfg.decoder_context else None,
-                        jnp.zeros((1, num_vars, NUM_REGRESSION_FEATURES)) if cfg.regression_context else None),
+                        jnp.zeros((1, num_vars, NUM_REGRESSION_FEATURES))
+                        if cfg.regression_context or cfg.regression_residual else None),
             "posterior": (h, h),
         }
         keys = jax.random.split(key, len(MODULES))

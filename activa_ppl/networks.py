@@ -286,7 +286,9 @@ class Decoder(nn.Module):
         features: ``(..., d, 3)`` the regression statistics of
             :func:`activa_ppl.regression.regression_features`, required with
             ``config.regression_context`` (projected and added to the input tokens; they
-            broadcast like ``context``), ignored otherwise.
+            broadcast like ``context``), and with ``config.regression_residual`` (whose
+            gated conditional mean, ``features[..., 1]``, is added to every component's
+            mean); ignored otherwise.
 
     Returns:
         ``(logits (..., B), locs (..., B, d), covariances (..., B, d, d))``. With the
@@ -307,15 +309,19 @@ class Decoder(nn.Module):
             if context is None:
                 raise ValueError("ActivaConfig(decoder_context=True): the decoder needs the context h'")
             h = h + nn.Dense(cfg.embed_dim, name="context")(context)
+        if (cfg.regression_context or cfg.regression_residual) and features is None:
+            raise ValueError("ActivaConfig(regression_context=True or regression_residual=True): the "
+                             "decoder needs the regression features (activa_ppl.regression)")
         if cfg.regression_context:
-            if features is None:
-                raise ValueError("ActivaConfig(regression_context=True): the decoder needs the "
-                                 "regression features (activa_ppl.regression)")
             h = h + nn.Dense(cfg.embed_dim, name="regression")(features)
         for _ in range(cfg.num_decoder_blocks):
             h = AttentionBlock(cfg.num_heads, cfg.hidden_dim, cfg.matmul_dtype, cfg.attention)(h)
         h = nn.LayerNorm()(h)  # h_dec: (..., d, e)
         locs = jnp.swapaxes(nn.Dense(num_b, name="means")(h), -1, -2)  # (..., B, d)
+        if cfg.regression_residual:  # loc_bj + g_bj · m_j, the gate starting at 1
+            gate = nn.Dense(num_b, name="regression_gate", kernel_init=nn.initializers.zeros,
+                            bias_init=nn.initializers.ones)(h)  # (..., d, B)
+            locs = locs + jnp.swapaxes(gate, -1, -2) * features[..., 1][..., None, :]
         eye = jnp.eye(z.shape[-1], dtype=h.dtype)
         if cfg.covariance_head == "cholesky":
             covariances = _cholesky_covariances(cfg, h) + cfg.covariance_eps * eye

@@ -121,6 +121,10 @@ VARIANTS: dict[str, tuple[dict, dict]] = {
     # where Gaussian Conditional (whose marginals the features are) leads on the descendants.
     "recipe-reg-es10-exact": ({"ActivaConfig": "recommended", "regression_context": True, "energy_weight": 10.0,
                                "exact_targets": True}, {"TrainConfig": "recommended"}),
+    # Round 12 (2026-12-03): round 10's model whose decoded means get a gated copy of the
+    # regression's conditional mean (ActivaConfig.regression_residual), for SERGIO's descendants.
+    "recipe-resid-es10-exact": ({"ActivaConfig": "recommended", "regression_residual": True, "energy_weight": 10.0,
+                                 "exact_targets": True}, {"TrainConfig": "recommended"}),
     "mace-tnp": ({}, {}),
 }
 
