@@ -125,6 +125,15 @@ VARIANTS: dict[str, tuple[dict, dict]] = {
     # regression's conditional mean (ActivaConfig.regression_residual), for SERGIO's descendants.
     "recipe-resid-es10-exact": ({"ActivaConfig": "recommended", "regression_residual": True, "energy_weight": 10.0,
                                  "exact_targets": True}, {"TrainConfig": "recommended"}),
+    # Round 13 (2026-12-03): cheaper steps for round 10's model on SERGIO, so that the same
+    # compute buys more of them: the energy term estimated once per step, or one ELBO particle
+    # (the paper: 4); and a larger energy weight.
+    "recipe-es10-exact-step": ({"ActivaConfig": "recommended", "energy_weight": 10.0, "exact_targets": True,
+                                "predictive_estimate": "per_step"}, {"TrainConfig": "recommended"}),
+    "recipe-es10-exact-p1": ({"ActivaConfig": "recommended", "energy_weight": 10.0, "exact_targets": True,
+                              "num_particles": 1}, {"TrainConfig": "recommended"}),
+    "recipe-es30-exact": ({"ActivaConfig": "recommended", "energy_weight": 30.0, "exact_targets": True},
+                          {"TrainConfig": "recommended"}),
     "mace-tnp": ({}, {}),
 }
 

@@ -19,7 +19,7 @@ SCRIPT = BENCHMARKS / "bench_core.py"
 
 @pytest.mark.parametrize("script, output", [("bench_core.py", "--json"), ("bench_buckets.py", "--json"),
                                             ("bench_sergio.py", "--json"), ("bench_quality.py", "--out"),
-                                            ("bench_latents.py", "--out")])
+                                            ("bench_latents.py", "--out"), ("mean_shift.py", "--methods")])
 def test_bench_script_help(script, output):
     proc = subprocess.run([sys.executable, str(BENCHMARKS / script), "--help"],
                           capture_output=True, text=True, timeout=120)
@@ -206,3 +206,56 @@ def test_paired_records(tmp_path):
     per_scm = [(-1.0 - mean) + (0.5 - mean), -0.5 - mean, 2.0 - mean]
     se = (sum(x * x for x in per_scm) ** 0.5) / 4
     assert f"| all_but_target | energy | 4 | {mean:+.3f} | {se:.3f} | 50 % |" in proc.stdout
+
+
+def _mean_shift_module():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("mean_shift", BENCHMARKS / "mean_shift.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_mean_shift_relations_and_table():
+    """Relations by hand on the chain 0 → 1 → 2 plus an unrelated 3; the table's slope, MAE and
+    spread by hand."""
+    import numpy as np
+
+    mean_shift = _mean_shift_module()
+    adjacency = np.zeros((2, 4, 4))
+    adjacency[:, 0, 1] = adjacency[:, 1, 2] = 1
+    targets = np.array([[0, 1, 0, 0], [1, 0, 0, 0]])
+    groups = mean_shift.relations(adjacency, targets)
+    np.testing.assert_array_equal(groups["descendants"], [[0, 0, 1, 0], [0, 1, 1, 0]])
+    np.testing.assert_array_equal(groups["ancestors"], [[1, 0, 0, 0], [0, 0, 0, 0]])
+    np.testing.assert_array_equal(groups["neither"], [[0, 0, 0, 1], [0, 0, 0, 1]])
+    true = np.array([[0.0, 5.0, 2.0, 0.1], [5.0, 1.0, 3.0, -0.1]])
+    predicted = np.array([[0.5, 5.0, 1.0, 0.0], [5.0, 0.0, 1.5, 0.2]])
+    spread = np.full((2, 4), 0.25)
+    rows = {row["relation"]: row for row in mean_shift.shift_table(true, predicted, spread, groups)}
+    desc = rows["descendants"]
+    assert desc["n"] == 3
+    assert desc["slope"] == pytest.approx((2 * 1 + 1 * 0 + 3 * 1.5) / (4 + 1 + 9))
+    assert desc["mae"] == pytest.approx((1 + 1 + 1.5) / 3)
+    assert desc["true"] == pytest.approx(2.0) and desc["predicted"] == pytest.approx(2.5 / 3)
+    assert desc["spread"] == pytest.approx(0.25)
+    assert rows["ancestors"]["n"] == 1 and rows["ancestors"]["mae"] == pytest.approx(0.5)
+
+
+def test_mean_shift_linear_causal_is_unbiased(tmp_path):
+    """End to end on a small linear-Gaussian set: the privileged Linear Causal baseline moves
+    ancestors by exactly 0 and descendants by the right amount (slope near 1)."""
+    data = tmp_path / "lin4"
+    sim = subprocess.run([sys.executable, "-m", "activa_ppl.cli", "simulate", "--generator", "linear",
+                          "--noise", "gauss", "--num-vars", "4", "--num-scms", "60", "--num-samples", "200",
+                          "--seed", "1", "--out", str(data)], capture_output=True, text=True, timeout=300)
+    assert sim.returncode == 0, sim.stderr[-3000:]
+    proc = subprocess.run([sys.executable, str(BENCHMARKS / "mean_shift.py"), "--dataset", str(data),
+                           "--split", "test", "--max-scms", "20", "--methods", "linear-causal"],
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rows = {line.split("|")[2].strip(): [c.strip() for c in line.split("|")[1:-1]]
+            for line in proc.stdout.splitlines() if line.startswith("| linear-causal")}
+    assert float(rows["ancestors"][6]) == 0.0  # predicted |shift| of ancestors
+    assert 0.9 < float(rows["descendants"][3]) < 1.1  # slope
