@@ -78,6 +78,8 @@ def main(argv=None) -> None:
 
     dataset = load_dataset(args.dataset)
     tasks = _select_scms(dataset.tasks(args.split), args.max_scms)
+    if len(tasks.scm) == 0:
+        parser.error(f"split {args.split!r} of {args.dataset} has no tasks ({dataset!r}); choose another --split")
     obs_mean, obs_sd = tasks.observational.mean(1), tasks.observational.std(1)  # (Q, d)
     obs_sd = np.maximum(obs_sd, 1e-6)
     true = (tasks.interventional.mean(1) - obs_mean) / obs_sd
