@@ -54,6 +54,8 @@ _PRESET_OVERRIDES = (
      "weight of the hybrid objective's prior-predictive term (paper: 0, the ELBO alone)"),
     ("--energy-weight", "energy_weight", float,
      "weight of the prior-predictive energy-score term (paper: 0, not used)"),
+    ("--marginal-energy-weight", "marginal_energy_weight", float,
+     "weight of the 1-D marginals' energy scores inside the energy term (paper: 0, not used)"),
 )
 
 

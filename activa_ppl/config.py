@@ -144,6 +144,13 @@ class ActivaConfig(ConfigBase):
             proper scoring rule's divergence, and the likelihood terms do not target it (the
             NLL rewards covering tails that the energy distance charges for). Estimated as
             ``predictive_estimate`` says. Not in the paper; ``0`` (default): not used.
+        marginal_energy_weight: ``μ ≥ 0`` (needs ``energy_weight > 0``): the energy factor
+            becomes ``−N · (λ ES + μ ES₁)``, ES₁ the energy score with the L1 norm, which is the
+            sum over variables of each 1-D marginal's energy score (CRPS), estimated from the
+            same draws. In d dimensions the Euclidean ES barely charges one variable's shifted
+            mean; each marginal's score charges it fully. Proper (its expectation is minimised
+            by the true distribution), so the optimum is unchanged; it reweights the errors a
+            limited model makes. Not in the paper; ``0`` (default): not used.
         exact_targets: model the intervened coordinates exactly instead of through z and the
             decoder: in every decoded component the mean of each target V_t is the nominal
             value ``v_i`` of the query's intervention index and its variance ``s_i² + ε σ_t²``
@@ -204,6 +211,7 @@ class ActivaConfig(ConfigBase):
     predictive_weight: float = 0.0
     predictive_estimate: str = "per_particle"
     energy_weight: float = 0.0
+    marginal_energy_weight: float = 0.0
     exact_targets: bool = False
     covariance_head: str = "lowrank"
     cholesky_floor: float = 0.05
@@ -217,7 +225,7 @@ class ActivaConfig(ConfigBase):
     _IMPLIED = {"matmul_dtype": "float32", "attention": "deferred", "regression_context": False,
                 "regression_residual": False,
                 "predictive_weight": 0.0, "predictive_estimate": "per_particle",
-                "energy_weight": 0.0, "exact_targets": False}
+                "energy_weight": 0.0, "marginal_energy_weight": 0.0, "exact_targets": False}
 
     def to_dict(self) -> dict[str, Any]:
         """The configuration as a JSON-serialisable dict (fields of ``_IMPLIED`` at their
@@ -227,6 +235,11 @@ class ActivaConfig(ConfigBase):
             if values[name] == implied:
                 del values[name]
         return values
+
+    @property
+    def marginal_energy_ratio(self) -> float:
+        """``μ / λ``, the L1 score's weight inside the energy term (0 when either is 0)."""
+        return self.marginal_energy_weight / self.energy_weight if self.energy_weight > 0 else 0.0
 
     def __post_init__(self):
         if self.intervention_values is not None:  # JSON gives a list; keep the config hashable
@@ -272,11 +285,14 @@ class ActivaConfig(ConfigBase):
             if isinstance(value, bool) or not isinstance(value, (int, float)) \
                     or not math.isfinite(value) or value <= 0:
                 raise ValueError(f"ActivaConfig.{name} must be a positive finite number, got {value!r}")
-        for name in ("predictive_weight", "energy_weight"):
+        for name in ("predictive_weight", "energy_weight", "marginal_energy_weight"):
             weight = getattr(self, name)
             if isinstance(weight, bool) or not isinstance(weight, (int, float)) \
                     or not math.isfinite(weight) or weight < 0:
                 raise ValueError(f"ActivaConfig.{name} must be a finite number ≥ 0, got {weight!r}")
+        if self.marginal_energy_weight > 0 and not self.energy_weight > 0:
+            raise ValueError("ActivaConfig.marginal_energy_weight > 0 needs energy_weight > 0 (it weights "
+                             f"a second score inside the energy term), got energy_weight={self.energy_weight!r}")
         if self.predictive_estimate not in PREDICTIVE_ESTIMATES:
             raise ValueError(f"ActivaConfig.predictive_estimate must be one of {PREDICTIVE_ESTIMATES}, "
                              f"got {self.predictive_estimate!r}")

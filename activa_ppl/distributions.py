@@ -134,7 +134,8 @@ def log_predictive(decode, prior_logits, prior_locs, variance: float, interventi
     return predictive.log_prob(interventional).sum(-1)  # batch (T, 1) at (T, N, d) → (T, N) → (T,)
 
 
-def predictive_energy_score(decode, prior_logits, prior_locs, variance: float, interventional, key, stats=None):
+def predictive_energy_score(decode, prior_logits, prior_locs, variance: float, interventional, key, stats=None,
+                            l1_weight: float = 0.0):
     """N · ES(p̂, D_int) of every task: the energy score of the stratified prior-predictive mixture
     p̂ (:func:`stratified_predictive`) against the task's N samples
     (:func:`~activa_ppl.mixture_math.mixture_energy_score`), in z-scores when ``stats = (mean,
@@ -145,6 +146,8 @@ def predictive_energy_score(decode, prior_logits, prior_locs, variance: float, i
             :func:`stratified_predictive`.
         interventional: ``(T, N, d)`` samples, in data units.
         key: PRNG key of the latent and the component draws.
+        l1_weight: ``μ / λ``: add that multiple of the L1-norm energy score (the sum of the
+            1-D marginals' scores; :func:`~activa_ppl.mixture_math.mixture_energy_score`).
 
     Returns:
         ``(T,)``: the energy-score term before its weight ``λ`` (lower is better).
@@ -157,5 +160,5 @@ def predictive_energy_score(decode, prior_logits, prior_locs, variance: float, i
         locs = (locs - mean[:, None]) / std[:, None]
         covariances = covariances / (std[:, None, :, None] * std[:, None, None, :])
         interventional = (interventional - mean[:, None]) / std[:, None]
-    score = mixture_energy_score(log_weights, locs, cholesky(covariances), interventional, key_x)
+    score = mixture_energy_score(log_weights, locs, cholesky(covariances), interventional, key_x, l1_weight)
     return interventional.shape[-2] * score

@@ -191,7 +191,8 @@ class Activa:
         so :class:`~activa_ppl.handlers.beta_kl` leaves it alone), unless ``predictive`` is
         False. With ``config.energy_weight = λ > 0`` and ``interventional`` given, also the
         factor ``energy`` (batch: tasks): ``−λ · N · ES(p̂, D_int)``, the energy score of the
-        same stratified mixture (:func:`~activa_ppl.distributions.predictive_energy_score`),
+        same stratified mixture (:func:`~activa_ppl.distributions.predictive_energy_score`;
+        with ``config.marginal_energy_weight = μ``, ``−N · (λ ES + μ ES₁)``),
         unless ``predictive`` is False.
         Arguments: see :class:`Activa`.
         """
@@ -232,7 +233,7 @@ class Activa:
                 numpyro.factor("predictive", cfg.predictive_weight * log_p)
             if v is not None and cfg.energy_weight > 0 and predictive:  # the energy-score term
                 score = predictive_energy_score(decode, prior_logits, prior_locs, cfg.prior_variance, v,
-                                                numpyro.prng_key(), stats)  # (B,)
+                                                numpyro.prng_key(), stats, cfg.marginal_energy_ratio)  # (B,)
                 numpyro.factor("energy", -cfg.energy_weight * score)
 
     # -- the encoder q_φ(z | D_int, D_obs, do), the guide ------------------------------------------
@@ -341,7 +342,8 @@ class Activa:
 
     def energy_score(self, params, observational, targets, intervention_index, interventional, key,
                      h_obs=None):
-        """The energy-score term N · ES(p̂, D_int) of every task, ``(T,)``: what :meth:`model`
+        """The energy-score term N · ES(p̂, D_int) of every task, ``(T,)`` (``N · (ES + (μ/λ)
+        ES₁)`` with ``config.marginal_energy_weight = μ``): what :meth:`model`
         adds as the ``energy`` factor (before the weight ``−λ``), from the SVI ``params``;
         arguments as for :meth:`log_predictive`
         (:func:`~activa_ppl.distributions.predictive_energy_score`)."""
@@ -350,7 +352,7 @@ class Activa:
         stats, prior_logits, prior_locs, decode = self._prior_predictive(
             params, observational, targets, intervention_index, h_obs)
         return predictive_energy_score(decode, prior_logits, prior_locs, self.config.prior_variance,
-                                       interventional, key, stats)
+                                       interventional, key, stats, self.config.marginal_energy_ratio)
 
     # -- parameters ------------------------------------------------------------------------------
     def init_params(self, key, num_vars: int = 2, num_samples: int = 4) -> dict:

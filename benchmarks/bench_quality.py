@@ -134,6 +134,10 @@ VARIANTS: dict[str, tuple[dict, dict]] = {
                               "num_particles": 1}, {"TrainConfig": "recommended"}),
     "recipe-es30-exact": ({"ActivaConfig": "recommended", "energy_weight": 30.0, "exact_targets": True},
                           {"TrainConfig": "recommended"}),
+    # Round 14 (2026-12-03): round 10's model with the 1-D marginals' energy scores added to the
+    # energy term (ActivaConfig.marginal_energy_weight), which charge one variable's mean fully.
+    "recipe-es10-m10-exact": ({"ActivaConfig": "recommended", "energy_weight": 10.0, "marginal_energy_weight": 10.0,
+                               "exact_targets": True}, {"TrainConfig": "recommended"}),
     "mace-tnp": ({}, {}),
 }
 

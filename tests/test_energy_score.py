@@ -181,3 +181,65 @@ def test_energy_score_method_is_the_models_factor(rng):
     adds (before −λ)."""
     activa = Activa(_config(0.7))
     check_method_is_the_models_factor(rng, activa, _factor, activa.energy_score, -0.7)
+
+
+# -- ActivaConfig(marginal_energy_weight=μ): the 1-D marginals' scores inside the energy term -----
+
+def test_l1_score_is_the_sum_of_the_marginals_closed_form_crps():
+    """With the L1 norm the energy score of a Gaussian with a correlated covariance is the sum of
+    its 1-D marginals' CRPS (closed form; the correlation does not enter), estimated from the
+    same draws as the Euclidean score: (ES + μ ES₁) − ES at one key is μ ES₁ exactly."""
+    mus, sds = np.array([0.3, -1.0]), np.array([1.7, 0.6])
+    corr = 0.8
+    cov = np.array([[sds[0] ** 2, corr * sds[0] * sds[1]], [corr * sds[0] * sds[1], sds[1] ** 2]])
+    y = np.array([[-2.0, 0.0], [0.5, -1.5], [4.0, 1.0]], np.float32)
+    z = (y - mus) / sds
+    crps = sds * (z * (2 * norm.cdf(z) - 1) + 2 * norm.pdf(z) - 1 / math.sqrt(math.pi))  # (N, d)
+    locs, tril = jnp.array([mus], jnp.float32), jnp.array([np.linalg.cholesky(cov)], jnp.float32)
+    weight = 2.5
+
+    def l1_part(key):
+        both = mixture_energy_score(jnp.zeros(1), locs, tril, y, key, l1_weight=weight)
+        return (both - mixture_energy_score(jnp.zeros(1), locs, tril, y, key)) / weight
+
+    mean, se = _mean_over_keys(l1_part, 20000)
+    expected = crps.sum(axis=1).mean()
+    assert abs(mean - expected) < 4 * se, (mean, expected, se)
+    assert se < 0.02 * expected  # the check has power
+
+
+def test_marginal_factor_adds_mu_times_the_l1_score(rng):
+    """The model's ``energy`` factor with μ is −N (λ ES + μ ES₁) from the same draws: against the
+    factor without μ at the same key, the difference is −N μ ES₁ of the same stratified mixture."""
+    lam, mu = 0.7, 2.0
+    with_mu, without = Activa(_config(lam, marginal_energy_weight=mu)), Activa(_config(lam))
+    params = _params(without)
+    obs, targets, index, v = _tasks(rng)
+    f_mu = np.asarray(_factor(with_mu.config, params, 3, obs, targets, index, v))
+    f_plain = np.asarray(_factor(without.config, params, 3, obs, targets, index, v))
+    cfg = without.config
+    (mean, std), _ = _standardization(cfg, jnp.asarray(obs), jnp.asarray(targets), jnp.asarray(index))
+    h = without.observational_embedding(params, obs, targets, index)
+    prior_logits, prior_locs = without.apply(params, "prior", h)
+    key = numpyro.handlers.seed(lambda: (numpyro.prng_key(), numpyro.prng_key()), 3)()[1]
+    key_z, key_x = jax.random.split(key)
+    log_w, locs, covs = (a[:, 0] for a in stratified_predictive(
+        lambda zz: without.apply(params, "decoder", zz, h), prior_logits, prior_locs, cfg.prior_variance, key_z))
+    v_z = (v - np.asarray(mean)[:, None]) / np.asarray(std)[:, None]
+    tril = cholesky(covs)
+    l1 = (np.asarray(mixture_energy_score(log_w, locs, tril, v_z, key_x, l1_weight=1.0))
+          - np.asarray(mixture_energy_score(log_w, locs, tril, v_z, key_x)))
+    np.testing.assert_allclose(f_mu - f_plain, -mu * N_INT * l1, rtol=1e-3, atol=1e-3)
+    assert np.all(l1 > 0)
+    check_method_is_the_models_factor(rng, with_mu, _factor, with_mu.energy_score, -lam)
+
+
+def test_marginal_weight_config():
+    with pytest.raises(ValueError, match="needs energy_weight > 0"):
+        ap.ActivaConfig(marginal_energy_weight=1.0)
+    with pytest.raises(ValueError, match="marginal_energy_weight"):
+        ap.ActivaConfig(energy_weight=1.0, marginal_energy_weight=-1.0)
+    assert "marginal_energy_weight" not in ap.ActivaConfig(energy_weight=1.0).to_dict()
+    config = ap.ActivaConfig(energy_weight=10.0, marginal_energy_weight=5.0)
+    assert config.to_dict()["marginal_energy_weight"] == 5.0 and config.marginal_energy_ratio == 0.5
+    assert ap.ActivaConfig.from_dict(config.to_dict()) == config
