@@ -16,7 +16,7 @@ With ``ActivaConfig(regression_context=True)`` the decoder's input tokens receiv
 statistics, one row per variable (:func:`regression_features`), so the decoder does not have to
 learn to compute a regression from the pooled embedding; the latent z and h′ decide how to use
 them. With ``ActivaConfig(regression_residual=True)`` the conditional mean (the second feature)
-is also added, through a learned gate, to every decoded component's mean. Neither is in the
+is added, through a learned gate, to every decoded component's mean. Neither is in the
 paper (extensions of the decoder context, see docs/concepts.md).
 """
 
