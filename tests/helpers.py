@@ -206,3 +206,19 @@ def rewrite_npz(path: Path, arrays: dict, members: dict[str, bytes] | None = Non
             zf.writestr(name + ".npy", buf.getvalue())
         for name, blob in (members or {}).items():
             zf.writestr(name, blob)
+
+
+def check_value_option_config(name: str) -> None:
+    """A bool ``ActivaConfig`` option that needs ``intervention_values`` (``regression_context``,
+    ``regression_residual``, ``exact_targets``): refused without the values or as a non-bool,
+    left out of the files of models without it, and round-tripped through them when on."""
+    import activa_ppl as ap
+
+    with pytest.raises(ValueError, match=f"{name}=True\\) needs intervention_values"):
+        ap.ActivaConfig(**{name: True})
+    with pytest.raises(ValueError, match=f"{name} must be a bool"):
+        ap.ActivaConfig(**{name: 1}, intervention_values=(5.0,))
+    assert name not in ap.ActivaConfig().to_dict()  # files of models without it
+    on = ap.ActivaConfig(**{name: True}, intervention_values=(5.0,))
+    assert on.to_dict()[name] is True
+    assert ap.ActivaConfig.from_dict(on.to_dict()) == on

@@ -40,6 +40,23 @@ def _factor(activa_config, params, seed, obs, targets, index, v):
     return site["fn"].log_prob(site["value"])
 
 
+def _scored_mixture(activa, params, seed, obs, targets, index, v):
+    """What the model's ``energy`` factor scores at ``seed``, rebuilt by hand: the stratified
+    prior-predictive mixture from the decoder's own z-score output ``(log weights, locs, scale
+    tril)``, the samples z-scored by the observational statistics, and the component-draw key
+    (the model draws z first)."""
+    cfg = activa.config
+    (mean, std), _ = _standardization(cfg, jnp.asarray(obs), jnp.asarray(targets), jnp.asarray(index))
+    h = activa.observational_embedding(params, obs, targets, index)
+    prior_logits, prior_locs = activa.apply(params, "prior", h)
+    key = numpyro.handlers.seed(lambda: (numpyro.prng_key(), numpyro.prng_key()), seed)()[1]  # z first
+    key_z, key_x = jax.random.split(key)
+    log_w, locs, covs = (a[:, 0] for a in stratified_predictive(
+        lambda z: activa.apply(params, "decoder", z, h), prior_logits, prior_locs, cfg.prior_variance, key_z))
+    v_z = (v - np.asarray(mean)[:, None]) / np.asarray(std)[:, None]
+    return log_w, locs, cholesky(covs), v_z, key_x
+
+
 def _mean_over_keys(fn, reps, seed=0):
     values = np.asarray(jax.jit(jax.vmap(fn))(jax.random.split(jax.random.PRNGKey(seed), reps)), np.float64)
     return values.mean(), values.std() / math.sqrt(reps)
@@ -107,16 +124,8 @@ def test_factor_is_minus_lambda_n_times_the_stratified_score_in_z_scores(rng):
     factor = np.asarray(_factor(activa.config, params, 3, obs, targets, index, v))  # (T,)
     assert factor.shape == (T,)
 
-    cfg = activa.config
-    (mean, std), _ = _standardization(cfg, jnp.asarray(obs), jnp.asarray(targets), jnp.asarray(index))
-    h = activa.observational_embedding(params, obs, targets, index)
-    prior_logits, prior_locs = activa.apply(params, "prior", h)
-    key = numpyro.handlers.seed(lambda: (numpyro.prng_key(), numpyro.prng_key()), 3)()[1]  # z first
-    key_z, key_x = jax.random.split(key)
-    log_w, locs, covs = (a[:, 0] for a in stratified_predictive(
-        lambda z: activa.apply(params, "decoder", z, h), prior_logits, prior_locs, cfg.prior_variance, key_z))
-    v_z = (v - np.asarray(mean)[:, None]) / np.asarray(std)[:, None]
-    expected = -weight * N_INT * np.asarray(mixture_energy_score(log_w, locs, cholesky(covs), v_z, key_x))
+    log_w, locs, tril, v_z, key_x = _scored_mixture(activa, params, 3, obs, targets, index, v)
+    expected = -weight * N_INT * np.asarray(mixture_energy_score(log_w, locs, tril, v_z, key_x))
     np.testing.assert_allclose(factor, expected, rtol=1e-4, atol=1e-4)
     assert np.all(expected < 0)
 
@@ -217,16 +226,7 @@ def test_marginal_factor_adds_mu_times_the_l1_score(rng):
     obs, targets, index, v = _tasks(rng)
     f_mu = np.asarray(_factor(with_mu.config, params, 3, obs, targets, index, v))
     f_plain = np.asarray(_factor(without.config, params, 3, obs, targets, index, v))
-    cfg = without.config
-    (mean, std), _ = _standardization(cfg, jnp.asarray(obs), jnp.asarray(targets), jnp.asarray(index))
-    h = without.observational_embedding(params, obs, targets, index)
-    prior_logits, prior_locs = without.apply(params, "prior", h)
-    key = numpyro.handlers.seed(lambda: (numpyro.prng_key(), numpyro.prng_key()), 3)()[1]
-    key_z, key_x = jax.random.split(key)
-    log_w, locs, covs = (a[:, 0] for a in stratified_predictive(
-        lambda zz: without.apply(params, "decoder", zz, h), prior_logits, prior_locs, cfg.prior_variance, key_z))
-    v_z = (v - np.asarray(mean)[:, None]) / np.asarray(std)[:, None]
-    tril = cholesky(covs)
+    log_w, locs, tril, v_z, key_x = _scored_mixture(without, params, 3, obs, targets, index, v)
     l1 = (np.asarray(mixture_energy_score(log_w, locs, tril, v_z, key_x, l1_weight=1.0))
           - np.asarray(mixture_energy_score(log_w, locs, tril, v_z, key_x)))
     np.testing.assert_allclose(f_mu - f_plain, -mu * N_INT * l1, rtol=1e-3, atol=1e-3)

@@ -15,6 +15,7 @@ import pytest
 import activa_ppl as ap
 from activa_ppl.distributions import pin_targets
 from activa_ppl.model import TARGET_LOG_SD
+from tests.helpers import check_value_option_config
 
 TINY = dict(num_predictive_latents=3, num_validation_latents=2)
 
@@ -58,14 +59,7 @@ def test_pin_targets_sets_the_target_and_keeps_correlations(rng):
 
 
 def test_config_needs_values_and_older_files_are_unchanged():
-    with pytest.raises(ValueError, match="exact_targets=True\\) needs intervention_values"):
-        ap.ActivaConfig(exact_targets=True)
-    with pytest.raises(ValueError, match="exact_targets must be a bool"):
-        ap.ActivaConfig(exact_targets=1, intervention_values=(5.0,))
-    assert "exact_targets" not in ap.ActivaConfig().to_dict()  # files of models without it
-    on = ap.ActivaConfig(exact_targets=True, intervention_values=(5.0,))
-    assert on.to_dict()["exact_targets"] is True
-    assert ap.ActivaConfig.from_dict(on.to_dict()) == on
+    check_value_option_config("exact_targets")
     assert TARGET_LOG_SD not in ap.Activa(ap.ActivaConfig.preset("tiny")).init_params(jax.random.PRNGKey(0))
 
 

@@ -14,6 +14,7 @@ import pytest
 import activa_ppl as ap
 from activa_ppl.baselines.classical import gaussian_conditional
 from activa_ppl.regression import NUM_REGRESSION_FEATURES, regression_features
+from tests.helpers import check_value_option_config
 
 TINY = dict(num_predictive_latents=3, num_validation_latents=2)
 
@@ -63,14 +64,7 @@ def test_masked_features_ignore_padded_rows(rng):
 
 
 def test_config_needs_values_and_older_files_are_unchanged():
-    with pytest.raises(ValueError, match="regression_context=True\\) needs intervention_values"):
-        ap.ActivaConfig(regression_context=True)
-    with pytest.raises(ValueError, match="regression_context must be a bool"):
-        ap.ActivaConfig(regression_context=1, intervention_values=(5.0,))
-    assert "regression_context" not in ap.ActivaConfig().to_dict()  # files of models without it
-    on = ap.ActivaConfig(regression_context=True, intervention_values=(5.0,))
-    assert on.to_dict()["regression_context"] is True
-    assert ap.ActivaConfig.from_dict(on.to_dict()) == on
+    check_value_option_config("regression_context")
 
 
 def test_the_model_feeds_the_features_to_the_decoder(task_factory):

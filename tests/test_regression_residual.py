@@ -13,6 +13,7 @@ import pytest
 
 import activa_ppl as ap
 from activa_ppl.regression import regression_features
+from tests.helpers import check_value_option_config
 
 TINY = dict(num_predictive_latents=3, num_validation_latents=2)
 
@@ -22,14 +23,7 @@ def _config(**kw):
 
 
 def test_config_needs_values_and_older_files_are_unchanged():
-    with pytest.raises(ValueError, match="regression_residual=True\\) needs intervention_values"):
-        ap.ActivaConfig(regression_residual=True)
-    with pytest.raises(ValueError, match="regression_residual must be a bool"):
-        ap.ActivaConfig(regression_residual=1, intervention_values=(5.0,))
-    assert "regression_residual" not in ap.ActivaConfig().to_dict()  # files of models without it
-    on = ap.ActivaConfig(regression_residual=True, intervention_values=(5.0,))
-    assert on.to_dict()["regression_residual"] is True
-    assert ap.ActivaConfig.from_dict(on.to_dict()) == on
+    check_value_option_config("regression_residual")
 
 
 def test_initial_means_add_the_regression_exactly(task_factory):
