@@ -56,6 +56,9 @@ _PRESET_OVERRIDES = (
      "weight of the prior-predictive energy-score term (paper: 0, not used)"),
     ("--marginal-energy-weight", "marginal_energy_weight", float,
      "weight of the 1-D marginals' energy scores inside the energy term (paper: 0, not used)"),
+    ("--energy-scale", "energy_scale", str,
+     "units of the energy term under --standardize: 'variable' (z-scores) or 'task' (data units over "
+     "one scale per task; default 'variable')"),
 )
 
 

@@ -34,6 +34,8 @@ LR_SCHEDULES = ("constant", "warmup_cosine")
 #: The values of ``ActivaConfig.covariance_head``.
 COVARIANCE_HEADS = ("lowrank", "cholesky")
 PREDICTIVE_ESTIMATES = ("per_particle", "per_step")
+#: The values of ``ActivaConfig.energy_scale``.
+ENERGY_SCALES = ("variable", "task")
 #: The values of ``ActivaConfig.matmul_dtype``.
 MATMUL_DTYPES = ("float32", "bfloat16")
 #: The values of ``ActivaConfig.attention``: how the attention layers of
@@ -151,6 +153,15 @@ class ActivaConfig(ConfigBase):
             mean; each marginal's score charges it fully. Proper (its expectation is minimised
             by the true distribution), so the optimum is unchanged; it reweights the errors a
             limited model makes. Not in the paper; ``0`` (default): not used.
+        energy_scale: with ``energy_weight > 0`` and ``standardize``, the units the energy term
+            measures distances in: ``"variable"`` (default; z-scores, every variable divided by
+            its own observational std, so every variable weighs the same) or ``"task"`` (data
+            units divided by one scale per task, the root mean square ``s = (Σ_j σ_j² / d)^½``
+            of the task's observational stds: within a task the variables weigh as in data
+            units, as Table 1's energy distance weighs them, while tasks of different scales
+            still weigh alike). The score is proper in either, so the optimum is unchanged; the
+            units decide which errors a limited model is charged most for. Needs
+            ``standardize`` (without it the term is in data units already). Not in the paper.
         exact_targets: model the intervened coordinates exactly instead of through z and the
             decoder: in every decoded component the mean of each target V_t is the nominal
             value ``v_i`` of the query's intervention index and its variance ``s_i² + ε σ_t²``
@@ -212,6 +223,7 @@ class ActivaConfig(ConfigBase):
     predictive_estimate: str = "per_particle"
     energy_weight: float = 0.0
     marginal_energy_weight: float = 0.0
+    energy_scale: str = "variable"
     exact_targets: bool = False
     covariance_head: str = "lowrank"
     cholesky_floor: float = 0.05
@@ -225,7 +237,8 @@ class ActivaConfig(ConfigBase):
     _IMPLIED = {"matmul_dtype": "float32", "attention": "deferred", "regression_context": False,
                 "regression_residual": False,
                 "predictive_weight": 0.0, "predictive_estimate": "per_particle",
-                "energy_weight": 0.0, "marginal_energy_weight": 0.0, "exact_targets": False}
+                "energy_weight": 0.0, "marginal_energy_weight": 0.0, "energy_scale": "variable",
+                "exact_targets": False}
 
     def to_dict(self) -> dict[str, Any]:
         """The configuration as a JSON-serialisable dict (fields of ``_IMPLIED`` at their
@@ -293,6 +306,12 @@ class ActivaConfig(ConfigBase):
         if self.marginal_energy_weight > 0 and not self.energy_weight > 0:
             raise ValueError("ActivaConfig.marginal_energy_weight > 0 needs energy_weight > 0 (it weights "
                              f"a second score inside the energy term), got energy_weight={self.energy_weight!r}")
+        if self.energy_scale not in ENERGY_SCALES:
+            raise ValueError(f"ActivaConfig.energy_scale must be one of {ENERGY_SCALES}, "
+                             f"got {self.energy_scale!r}")
+        if self.energy_scale != "variable" and not self.standardize:
+            raise ValueError(f"ActivaConfig.energy_scale={self.energy_scale!r} needs standardize=True "
+                             "(without it the energy term is in data units already)")
         if self.predictive_estimate not in PREDICTIVE_ESTIMATES:
             raise ValueError(f"ActivaConfig.predictive_estimate must be one of {PREDICTIVE_ESTIMATES}, "
                              f"got {self.predictive_estimate!r}")

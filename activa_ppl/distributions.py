@@ -135,11 +135,12 @@ def log_predictive(decode, prior_logits, prior_locs, variance: float, interventi
 
 
 def predictive_energy_score(decode, prior_logits, prior_locs, variance: float, interventional, key, stats=None,
-                            l1_weight: float = 0.0):
+                            l1_weight: float = 0.0, scale: str = "variable"):
     """N · ES(p̂, D_int) of every task: the energy score of the stratified prior-predictive mixture
     p̂ (:func:`stratified_predictive`) against the task's N samples
     (:func:`~activa_ppl.mixture_math.mixture_energy_score`), in z-scores when ``stats = (mean,
-    std) (T, d)`` is given.
+    std) (T, d)`` is given (``scale="variable"``), or in data units divided by one scale per
+    task, ``(Σ_j std_j² / d)^½`` (``scale="task"``; see ``ActivaConfig.energy_scale``).
 
     Args:
         decode, prior_logits ``(T, C)``, prior_locs ``(T, C, d)``, variance: as for
@@ -148,6 +149,8 @@ def predictive_energy_score(decode, prior_logits, prior_locs, variance: float, i
         key: PRNG key of the latent and the component draws.
         l1_weight: ``μ / λ``: add that multiple of the L1-norm energy score (the sum of the
             1-D marginals' scores; :func:`~activa_ppl.mixture_math.mixture_energy_score`).
+        scale: with ``stats``, ``"variable"`` (each variable by its own std) or ``"task"``
+            (every variable by the task's root-mean-square std).
 
     Returns:
         ``(T,)``: the energy-score term before its weight ``λ`` (lower is better).
@@ -157,6 +160,10 @@ def predictive_energy_score(decode, prior_logits, prior_locs, variance: float, i
         decode, prior_logits, prior_locs, variance, key_z))  # (T, J), (T, J, d), (T, J, d, d)
     if stats is not None:  # to z-scores: x ↦ (x − mean) / std, Σ ↦ D⁻¹ Σ D⁻¹
         mean, std = stats
+        if scale == "task":  # one scale per task: the variables keep their data-unit proportions
+            std = jnp.broadcast_to(jnp.sqrt(jnp.mean(std ** 2, axis=-1, keepdims=True)), std.shape)
+        elif scale != "variable":
+            raise ValueError(f"scale must be 'variable' or 'task', got {scale!r}")
         locs = (locs - mean[:, None]) / std[:, None]
         covariances = covariances / (std[:, None, :, None] * std[:, None, None, :])
         interventional = (interventional - mean[:, None]) / std[:, None]

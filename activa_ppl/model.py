@@ -233,7 +233,8 @@ class Activa:
                 numpyro.factor("predictive", cfg.predictive_weight * log_p)
             if v is not None and cfg.energy_weight > 0 and predictive:  # the energy-score term
                 score = predictive_energy_score(decode, prior_logits, prior_locs, cfg.prior_variance, v,
-                                                numpyro.prng_key(), stats, cfg.marginal_energy_ratio)  # (B,)
+                                                numpyro.prng_key(), stats, cfg.marginal_energy_ratio,
+                                                cfg.energy_scale)  # (B,)
                 numpyro.factor("energy", -cfg.energy_weight * score)
 
     # -- the encoder q_φ(z | D_int, D_obs, do), the guide ------------------------------------------
@@ -352,7 +353,8 @@ class Activa:
         stats, prior_logits, prior_locs, decode = self._prior_predictive(
             params, observational, targets, intervention_index, h_obs)
         return predictive_energy_score(decode, prior_logits, prior_locs, self.config.prior_variance,
-                                       interventional, key, stats, self.config.marginal_energy_ratio)
+                                       interventional, key, stats, self.config.marginal_energy_ratio,
+                                       self.config.energy_scale)
 
     # -- parameters ------------------------------------------------------------------------------
     def init_params(self, key, num_vars: int = 2, num_samples: int = 4) -> dict:

@@ -138,6 +138,15 @@ VARIANTS: dict[str, tuple[dict, dict]] = {
     # energy term (ActivaConfig.marginal_energy_weight), which charge one variable's mean fully.
     "recipe-es10-m10-exact": ({"ActivaConfig": "recommended", "energy_weight": 10.0, "marginal_energy_weight": 10.0,
                                "exact_targets": True}, {"TrainConfig": "recommended"}),
+    # Round 15 (2026-12-03): round 10's energy term measured in data units over one scale per task
+    # (ActivaConfig.energy_scale="task"), the proportions in which Table 1's energy distance
+    # weighs a task's variables, instead of z-scores, which weigh them alike.
+    "recipe-es10-task-exact": ({"ActivaConfig": "recommended", "energy_weight": 10.0, "energy_scale": "task",
+                                "exact_targets": True}, {"TrainConfig": "recommended"}),
+    # ... and with round 12's gated regression residual: do the two descendants' gains add?
+    "recipe-resid-es10-task-exact": ({"ActivaConfig": "recommended", "regression_residual": True,
+                                      "energy_weight": 10.0, "energy_scale": "task", "exact_targets": True},
+                                     {"TrainConfig": "recommended"}),
     "mace-tnp": ({}, {}),
 }
 

@@ -265,7 +265,7 @@ CARD_FIELDS = ("embed_dim", "hidden_dim", "num_heads", "num_encoder_blocks", "nu
                # the objective's extensions (docs: Concepts, "Beyond Eq. 4"): config.json holds them
                # only away from Eq. 4's values (ActivaConfig.to_dict), so a card lists them only then
                "regression_context", "regression_residual", "predictive_weight", "predictive_estimate", "energy_weight",
-               "marginal_energy_weight",
+               "marginal_energy_weight", "energy_scale",
                "exact_targets")
 
 

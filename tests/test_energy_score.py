@@ -243,3 +243,38 @@ def test_marginal_weight_config():
     config = ap.ActivaConfig(energy_weight=10.0, marginal_energy_weight=5.0)
     assert config.to_dict()["marginal_energy_weight"] == 5.0 and config.marginal_energy_ratio == 0.5
     assert ap.ActivaConfig.from_dict(config.to_dict()) == config
+
+
+# -- ActivaConfig(energy_scale="task"): the energy term in data units over one scale per task --------
+
+def test_task_scale_factor_scores_data_units_over_the_tasks_rms_std(rng):
+    """With ``energy_scale="task"`` the ``energy`` factor is −λ N ES of the same stratified mixture
+    and samples in data units, centred and divided by one number per task, s = (Σ_j σ_j² / d)^½:
+    rebuilt by hand from the z-score mixture (locs ↦ σ ⊙ locs / s, L ↦ diag(σ) L / s, which is
+    the Cholesky factor of the rescaled covariance), and differing from the z-score factor."""
+    lam = 0.7
+    task, plain = Activa(_config(lam, energy_scale="task")), Activa(_config(lam))
+    params = _params(plain)
+    obs, targets, index, v = _tasks(rng)
+    f_task = np.asarray(_factor(task.config, params, 3, obs, targets, index, v))
+    f_plain = np.asarray(_factor(plain.config, params, 3, obs, targets, index, v))
+    log_w, locs, tril, v_z, key_x = _scored_mixture(plain, params, 3, obs, targets, index, v)
+    (_, std), _ = _standardization(plain.config, jnp.asarray(obs), jnp.asarray(targets), jnp.asarray(index))
+    std = np.asarray(std)  # (T, d)
+    ratio = std / np.sqrt((std ** 2).mean(-1, keepdims=True))  # σ_j / s, (T, d)
+    score = mixture_energy_score(log_w, locs * ratio[:, None], tril * ratio[:, None, :, None],
+                                 v_z * ratio[:, None], key_x)
+    np.testing.assert_allclose(f_task, -lam * N_INT * np.asarray(score), rtol=1e-3, atol=1e-3)
+    assert np.ptp(ratio) > 0.1 and np.max(np.abs(f_task - f_plain)) > 0.05  # the scales differ here
+    check_method_is_the_models_factor(rng, task, _factor, task.energy_score, -lam)
+
+
+def test_energy_scale_config():
+    with pytest.raises(ValueError, match="energy_scale must be one of"):
+        ap.ActivaConfig(standardize=True, intervention_values=(1.0,), energy_weight=1.0, energy_scale="data")
+    with pytest.raises(ValueError, match="needs standardize=True"):
+        ap.ActivaConfig(energy_weight=1.0, energy_scale="task")
+    assert "energy_scale" not in _config(1.0).to_dict()
+    config = _config(10.0, energy_scale="task")
+    assert config.to_dict()["energy_scale"] == "task"
+    assert ap.ActivaConfig.from_dict(config.to_dict()) == config
